@@ -1,0 +1,1 @@
+"""headforge.apps"""
