@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 import warnings
@@ -31,7 +32,9 @@ X_ODD_SH = [3, 4, 7]  # Y11, Y2-2, Y21 in the basis order of docs/architecture.m
 
 def camera_label(yaw: float, pitch: float = 0.0, radius: float = 2.7) -> list[float]:
     """EG3D label of an orbit camera looking at the origin (OpenCV axes), built independently."""
-    eye = radius * np.array([math.sin(yaw) * math.cos(pitch), math.sin(pitch), math.cos(yaw) * math.cos(pitch)])
+    eye = radius * np.array(
+        [math.sin(yaw) * math.cos(pitch), math.sin(pitch), math.cos(yaw) * math.cos(pitch)]
+    )
     forward = -eye / np.linalg.norm(eye)
     right = np.cross(forward, [0.0, 1.0, 0.0])  # x right; y down is forward x right
     right /= np.linalg.norm(right)
@@ -61,8 +64,12 @@ def make_dataset(root: Path, count: int = 4, extras: bool = False, seed: int = 0
         truth["labels"].append(camera_label(0.3 * (i - count / 2), 0.05 * i))
         truth["sh"].append(rng.normal(size=27).tolist())
         truth["params"].append(
-            {"shape": rng.normal(size=5).tolist(), "expression": rng.normal(size=3).tolist(),
-             "pose": rng.normal(size=15).tolist(), "model": "procedural"}
+            {
+                "shape": rng.normal(size=5).tolist(),
+                "expression": rng.normal(size=3).tolist(),
+                "pose": rng.normal(size=15).tolist(),
+                "model": "procedural",
+            }
         )
         truth["clips"].append((i % 2, count - i))  # frames deliberately out of order
         truth["ids"].append(10 + i % 3)
@@ -147,7 +154,9 @@ def test_optional_keys_round_trip(stored):
         item = dataset[i]
         assert torch.equal(item["sh"], torch.tensor(truth["sh"][i], dtype=torch.float32).reshape(9, 3))
         for name in ("shape", "expression", "pose"):
-            assert torch.equal(item["params"][name], torch.tensor(truth["params"][i][name], dtype=torch.float32))
+            assert torch.equal(
+                item["params"][name], torch.tensor(truth["params"][i][name], dtype=torch.float32)
+            )
         assert item["clip"].dtype == torch.int64 and item["clip"].item() == truth["clips"][i][0]
         assert item["frame"].item() == truth["clips"][i][1] and item["identity"].item() == truth["ids"][i]
     # Clip 0 holds items 0 (frame 4) and 2 (frame 2): sorted by frame -> [2, 0].
@@ -178,7 +187,7 @@ def test_xflip_mirrors_image_camera_and_sh(stored):
         torch.testing.assert_close(mirrored["sh"], plain["sh"] * signs)
         # Head parameters are returned as stored; consumers read "flipped".
         assert torch.equal(mirrored["params"]["pose"], plain["params"]["pose"])
-    # A frontal camera (yaw 0) stays frontal when mirrored: the label is an involution.
+    # Pose sampling over a mirrored dataset: label rows line up with item indices.
     labels = dataset.labels_tensor(include_mirrored=True)
     assert labels.shape == (8, 25) and torch.equal(labels[4 + 2], dataset[6]["camera"])
 
@@ -258,11 +267,15 @@ def write_maps(root: Path, truth: dict, depth_format: str = "png") -> dict:
             np.save(root / f"maps/depth{i}.npy", counts.astype(np.float32) * 1e-3)
             maps["depth"][file] = f"maps/depth{i}.npy"
         values["depth"].append(counts)
-        segmentation = Image.fromarray(rng.integers(0, 19, (SIZE, SIZE), dtype=np.uint8), mode="L").convert("P")
+        segmentation = Image.fromarray(rng.integers(0, 19, (SIZE, SIZE), dtype=np.uint8), mode="L").convert(
+            "P"
+        )
         segmentation.save(root / f"maps/seg{i}.png")
         maps["segmentation"][file] = f"maps/seg{i}.png"
-        values["segmentation"].append(np.asarray(segmentation))
-    write_dataset_json(root, dict(zip(truth["files"], truth["labels"])), maps=maps, meta={"depth_scale": 2e-4})
+        values["segmentation"].append(np.array(segmentation))
+    write_dataset_json(
+        root, dict(zip(truth["files"], truth["labels"])), maps=maps, meta={"depth_scale": 2e-4}
+    )
     return values
 
 
@@ -295,11 +308,15 @@ def test_maps_resize_nearest_for_ids_and_reject_bad_maps(tmp_path):
     values = write_maps(root, truth)
     small = HeadDataset(root, maps=("segmentation", "depth"), resolution=4)
     ids = small[0]["segmentation"]
-    assert ids.shape == (1, 4, 4) and set(ids.unique().tolist()) <= set(np.unique(values["segmentation"][0]).tolist())
+    assert ids.shape == (1, 4, 4) and set(ids.unique().tolist()) <= set(
+        np.unique(values["segmentation"][0]).tolist()
+    )
     with pytest.raises(DatasetError, match="no 'maps'|requested but the dataset has none"):
         HeadDataset(make_dataset_root(tmp_path), maps=("albedo",))
     Image.fromarray(random_image(np.random.default_rng(0))[..., 0]).save(root / "maps/depth1.png")  # 8-bit
-    with pytest.raises(DatasetError, match=r"00001\.png: depth map maps/depth1\.png: depth PNG must be 16-bit"):
+    with pytest.raises(
+        DatasetError, match=r"00001\.png: depth map maps/depth1\.png: depth PNG must be 16-bit"
+    ):
         HeadDataset(root, maps=("depth",))
     Image.fromarray(random_image(np.random.default_rng(0), 4)).save(root / "maps/albedo0.png")
     with pytest.raises(DatasetError, match=r"00000\.png: albedo map maps/albedo0\.png is 4x4, image is 8x8"):
@@ -390,6 +407,16 @@ def _bad_params(document):
     return "params sizes"
 
 
+def _duplicate_frame(document):
+    document["clips"][1][1] = document["clips"][0][1]
+    return "clip 0 frame 4 is also img/00000.png"
+
+
+def _unknown_head_model(document):
+    document["params"][1][1]["model"] = "bfm"
+    return "model must be one of procedural, flame"
+
+
 BAD_ITEM_CASES = {
     "corrupt bytes": corrupt_bytes,
     "truncated png": truncate_png,
@@ -403,6 +430,8 @@ BAD_ITEM_CASES = {
     "missing from key": edit_json(_missing_from_key),
     "duplicate label": edit_json(_duplicate_label),
     "inconsistent params": edit_json(_bad_params),
+    "duplicate frame": edit_json(_duplicate_frame),
+    "unknown head model": edit_json(_unknown_head_model),
 }
 
 
@@ -436,9 +465,9 @@ def test_skip_bad_drops_exactly_the_bad_item(tmp_path, case):
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
-        (b"{\"labels\": [", "not valid JSON"),
-        (b"{\"meta\": {}}", "no 'labels' key"),
-        (b"{\"labels\": null}", "'labels' in dataset.json is null"),
+        (b'{"labels": [', "not valid JSON"),
+        (b'{"meta": {}}', "no 'labels' key"),
+        (b'{"labels": null}', "'labels' in dataset.json is null"),
         (b"[1, 2]", "must hold a JSON object"),
     ],
 )
@@ -459,6 +488,12 @@ def test_missing_dataset_and_missing_json(tmp_path):
     os.remove(tmp_path / "ds/dataset.json")
     with pytest.raises(DatasetError, match="no dataset.json"):
         HeadDataset(tmp_path / "ds")
+    make_dataset(tmp_path / "ds")
+    with zipfile.ZipFile(tmp_path / "nested.zip", "w") as zf:  # zipped the folder, not its contents
+        for path in (tmp_path / "ds").rglob("*"):
+            zf.write(path, path.relative_to(tmp_path).as_posix())
+    with pytest.raises(DatasetError, match="found ds/dataset.json"):
+        HeadDataset(tmp_path / "nested.zip")
 
 
 def test_all_problems_are_reported_together(tmp_path):
@@ -494,13 +529,17 @@ def test_entries_for_unknown_files_and_unlabelled_images(tmp_path):
     root = tmp_path / "ds"
     make_dataset(root, count=3)
     Image.fromarray(random_image(np.random.default_rng(3))).save(root / "img/extra.png")
-    with pytest.warns(DatasetWarning, match=r"ignoring 1 image file\(s\) without an entry in 'labels': img/extra\.png"):
+    with pytest.warns(
+        DatasetWarning, match=r"ignoring 1 image file\(s\) without an entry in 'labels': img/extra\.png"
+    ):
         assert HeadDataset(root).num_images == 3
     os.remove(root / "img/extra.png")
     document = load_json(root)
     document["identities"] = [[entry[0], 1] for entry in document["labels"]] + [["img/ghost.png", 2]]
     save_json(root, document)
-    with pytest.raises(DatasetError, match=r"img/ghost\.png: has a 'identities' entry but no entry in 'labels'"):
+    with pytest.raises(
+        DatasetError, match=r"img/ghost\.png: has a 'identities' entry but no entry in 'labels'"
+    ):
         HeadDataset(root)
     with pytest.warns(DatasetWarning, match=r"ignoring img/ghost\.png"):
         assert HeadDataset(root, skip_bad=True).num_images == 3
@@ -521,8 +560,11 @@ def test_check_batch_size(tmp_path):
     dataset = HeadDataset(tmp_path / "ds")
     assert check_batch_size(dataset, 6) == 6
     assert check_batch_size(dataset, 4, world_size=2) == 2
-    with pytest.raises(DatasetError, match=r"6 items over 1 process\(es\) gives 6 per process, fewer than the "
-                                          r"per-process batch of 8") as caught:
+    with pytest.raises(
+        DatasetError,
+        match=r"6 items over 1 process\(es\) gives 6 per process, fewer than the "
+        r"per-process batch of 8",
+    ) as caught:
         check_batch_size(dataset, 8)
     assert str(tmp_path / "ds") in str(caught.value)
     with pytest.raises(DatasetError, match="gives 1 per process"):
@@ -559,7 +601,9 @@ def test_write_dataset_json_rejects_invalid_content(tmp_path):
     with pytest.raises(DatasetError, match=r"a\.png: camera label has non-finite values"):
         write_dataset_json(root, {"a.png": bad})
     with pytest.raises(DatasetError, match=r"b\.png: missing from 'sh'"):
-        write_dataset_json(root, {"a.png": camera_label(0), "b.png": camera_label(1)}, sh={"a.png": [0.0] * 27})
+        write_dataset_json(
+            root, {"a.png": camera_label(0), "b.png": camera_label(1)}, sh={"a.png": [0.0] * 27}
+        )
     assert (root / "dataset.json").read_bytes() == before
 
 
@@ -581,3 +625,16 @@ def test_copy_of_dataset_survives_move(tmp_path):
     truth = make_dataset(tmp_path / "ds", count=2)
     shutil.move(tmp_path / "ds", tmp_path / "moved")
     assert torch.equal(HeadDataset(tmp_path / "moved")[1]["image"], as_01(truth["pixels"][1]))
+
+
+def test_dataset_error_survives_pickling_and_worker_reraise(tmp_path):
+    truth = make_dataset(tmp_path / "ds", count=2)
+    dataset = HeadDataset(tmp_path / "ds", check=False)
+    (tmp_path / "ds" / truth["files"][1]).write_bytes(b"junk")
+    with pytest.raises(DatasetError) as caught:
+        dataset[1]
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert str(copy) == str(caught.value) and copy.problems == caught.value.problems
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=1)
+    with pytest.raises(DatasetError, match=r"img/00001\.png: cannot decode image"):
+        next(iter(loader))

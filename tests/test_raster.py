@@ -165,9 +165,12 @@ def two_overlapping_triangles(near_depth: float, far_depth: float) -> torch.Tens
     return torch.cat([near, far])
 
 
-@pytest.mark.parametrize("perspective", [True, False])
-def test_nearer_triangle_wins_regardless_of_order(perspective):
-    vertices = two_overlapping_triangles(near_depth=2.0, far_depth=3.0)
+@pytest.mark.parametrize(
+    "perspective, near_depth, far_depth",
+    [(True, 2.0, 3.0), (False, 2.0, 3.0), (False, -3.0, -2.0), (False, -0.5, 0.25), (False, 1e-3, 2e-3)],
+)
+def test_nearer_triangle_wins_regardless_of_order(perspective, near_depth, far_depth):
+    vertices = two_overlapping_triangles(near_depth, far_depth)
     near_face, far_face = [0, 1, 2], [3, 4, 5]
     for order in ([near_face, far_face], [far_face, near_face]):
         faces = torch.tensor(order)
@@ -176,7 +179,7 @@ def test_nearer_triangle_wins_regardless_of_order(perspective):
         inside_near, distance = brute_force_inside(vertices[:3], 16, 16)
         clear = inside_near & (distance > 1e-3)
         assert (fragments.face_id[0][clear] == near_id).all()
-        assert torch.allclose(fragments.depth[0][clear], torch.tensor(2.0))
+        assert torch.allclose(fragments.depth[0][clear], torch.tensor(near_depth))
         only_far = fragments.mask[0] & ~inside_near
         assert only_far.any() and (fragments.face_id[0][only_far] == 1 - near_id).all()
         assert torch.isinf(fragments.depth[0][~fragments.mask[0]]).all()

@@ -37,6 +37,7 @@ from collections.abc import Sequence, Sized
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -96,7 +97,9 @@ class HeadDataset(torch.utils.data.Dataset):
         except (FileNotFoundError, FileDecodeError) as error:
             raise DatasetError(self.path, str(error)) from error
         if MANIFEST_NAME not in self._storage:
-            raise DatasetError(self.path, f"no {MANIFEST_NAME} at the dataset root")
+            nested = sorted(name for name in self._storage.names() if name.endswith("/" + MANIFEST_NAME))
+            hint = f" (found {nested[0]}: the dataset root must hold it directly)" if nested else ""
+            raise DatasetError(self.path, f"no {MANIFEST_NAME} at the dataset root{hint}")
         manifest, problems = parse_manifest(self._storage.read(MANIFEST_NAME), check_values=check)
         if manifest is None:
             raise DatasetError(self.path, problems)
@@ -234,10 +237,12 @@ class HeadDataset(torch.utils.data.Dataset):
             rgb = decode_rgb(self._storage.read(file), self._resolution)
         except (FileNotFoundError, FileDecodeError) as error:
             raise DatasetError(self.path, [Problem(file, str(error))]) from error
-        image = torch.from_numpy(rgb).permute(2, 0, 1).float() / 127.5 - 1
+        # NumPy, not torch ops: loader processes should not spin up intra-op thread pools.
+        chw = rgb.transpose(2, 0, 1)[..., ::-1] if flipped else rgb.transpose(2, 0, 1)
+        image = np.ascontiguousarray(chw, dtype=np.float32) / np.float32(127.5) - np.float32(1)
         labels = self._labels_mirrored if flipped else self._labels
         sample: dict[str, Any] = {
-            "image": image.flip(-1) if flipped else image,
+            "image": torch.from_numpy(image),
             "camera": labels[item].clone(),
             "index": index,
             "flipped": torch.tensor(flipped),
@@ -263,12 +268,11 @@ class HeadDataset(torch.utils.data.Dataset):
             raise DatasetError(
                 self.path, [Problem(self._manifest.files[item], f"{kind} map: {error}")]
             ) from error
-        tensor = torch.from_numpy(values)
         if flipped:
-            tensor = tensor.flip(-1)
+            values = np.ascontiguousarray(values[..., ::-1])
             if kind == "normal":
-                tensor[0] = -tensor[0]  # mirroring negates world (and camera) x
-        return tensor
+                values[0] = -values[0]  # mirroring negates world (and camera) x
+        return torch.from_numpy(values)
 
     # -- dataset-level views --------------------------------------------------------------
 

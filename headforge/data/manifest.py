@@ -28,7 +28,6 @@ LABEL_SIZE = 25  # 16 cam2world + 9 normalised intrinsics
 SH_SHAPE = (9, 3)
 REQUIRED_PARAMS = ("shape", "expression", "pose")
 HEAD_MODELS = ("procedural", "flame")
-PER_FILE_KEYS = ("sh", "params", "clips", "identities")
 
 
 @dataclass

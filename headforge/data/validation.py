@@ -41,15 +41,26 @@ class DatasetError(ValueError):
 
     The message names the dataset path and lists up to ``MAX_PROBLEMS_SHOWN``
     problems (file and what is wrong) plus a count of the rest; all of them are
-    kept in ``problems``.
+    kept in ``problems``. ``DatasetError(message)`` alone (no problems) makes
+    an error from a finished message, as DataLoader workers re-raise them.
     """
 
-    def __init__(self, path: str | os.PathLike[str], problems: Sequence[Problem] | str) -> None:
+    def __init__(self, path: str | os.PathLike[str], problems: Sequence[Problem] | str | None = None) -> None:
+        if problems is None:
+            self.path, self.problems = "", []
+            super().__init__(str(path))
+            return
         if isinstance(problems, str):
             problems = [Problem(None, problems)]
         self.path = str(path)
         self.problems = list(problems)
         super().__init__(format_problems(self.path, self.problems))
+
+    def __reduce__(self) -> tuple:
+        # Exceptions pickle their args by default, which here is the message only.
+        if not self.problems:
+            return type(self), (str(self),)
+        return type(self), (self.path, self.problems)
 
 
 def format_problems(path: str, problems: Sequence[Problem], limit: int = MAX_PROBLEMS_SHOWN) -> str:

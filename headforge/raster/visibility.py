@@ -115,7 +115,7 @@ def _ragged_arange(counts: Tensor) -> tuple[Tensor, Tensor]:
     """For counts (N,), return (owner, local): owner[k] = n and local[k] = 0..counts[n]-1."""
     owner = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
     starts = torch.cumsum(counts, 0) - counts
-    local = torch.arange(owner.numel(), device=counts.device) - starts[owner]
+    local = torch.arange(owner.numel(), device=counts.device) - starts.index_select(0, owner)
     return owner, local
 
 
@@ -175,15 +175,17 @@ def visible_face_ids(
         group_sizes = torch.unique_consecutive(group, return_counts=True)[1].tolist()
         for pieces in torch.arange(piece_tri.numel(), device=device).split(group_sizes):
             owner, local = _ragged_arange(piece_size[pieces])
-            piece = pieces[owner]
-            tri = piece_tri[piece]
-            row = piece_row[piece] + local // box_width[tri]
-            col = col_first[tri] + local % box_width[tri]
+            piece = pieces.index_select(0, owner)
+            tri = piece_tri.index_select(0, piece)
+            width_of_box = box_width.index_select(0, tri)
+            row_offset = local // width_of_box
+            row = piece_row.index_select(0, piece) + row_offset
+            col = col_first.index_select(0, tri) + (local - row_offset * width_of_box)
             _splat_candidates(
                 zbuffer,
-                coefficients[tri],
-                tri_batch[tri],
-                tri_face[tri],
+                coefficients.index_select(0, tri),
+                tri_batch.index_select(0, tri),
+                tri_face.index_select(0, tri),
                 row,
                 col,
                 height,

@@ -33,8 +33,8 @@ def ray_aabb_intersect(
             origin rather than behind the camera.
         far: (B, R, 1) ray parameter where the ray leaves the box.
         hit: (B, R) bool, True where the ray crosses the box in front of its
-            origin (``far > near``). For rays that miss, ``near`` and ``far`` are
-            meaningless and callers must use ``hit``.
+            origin (``far > near``). Rays that miss get ``near = far = 0``
+            (finite, so nothing downstream turns into NaN); use ``hit``.
 
     A zero direction component is handled explicitly: the ray is then parallel
     to that slab and either lies inside it for every t (the slab imposes no
@@ -61,5 +61,7 @@ def ray_aabb_intersect(
 
     near = t_enter.amax(dim=-1, keepdim=True).clamp_min(0.0)
     far = t_exit.amin(dim=-1, keepdim=True)
-    hit = (far > near).squeeze(-1)
-    return near, far, hit
+    hit = far > near
+    near = torch.where(hit, near, torch.zeros_like(near))
+    far = torch.where(hit, far, torch.zeros_like(far))
+    return near, far, hit.squeeze(-1)

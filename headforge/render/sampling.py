@@ -124,7 +124,7 @@ def sample_pdf(
     denom = cdf_above - cdf_below
     # An (almost) empty interval is never the one u falls in, except at the
     # clamped ends; any finite denominator gives a sample inside the interval.
-    denom = torch.where(denom < eps, torch.ones_like(denom), denom)
+    denom = torch.where(denom <= eps, torch.ones_like(denom), denom)
     samples = bins_below + (u - cdf_below) / denom * (bins_above - bins_below)
     return samples.reshape(*lead_shape, num_samples)
 

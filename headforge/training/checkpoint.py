@@ -122,7 +122,9 @@ def save_checkpoint(stem: str | os.PathLike, tensors: Mapping[str, Tensor], meta
     directory = tensors_path.parent
     directory.mkdir(parents=True, exist_ok=True)
     # Copies own their storage, so tied or sliced tensors are accepted.
-    payload = safetensors.torch.save({name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()})
+    payload = safetensors.torch.save(
+        {name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}
+    )
     document = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -214,7 +216,9 @@ def load_checkpoint(
     tensors_path, meta_path = checkpoint_paths(stem)
     document = _read_document(meta_path)
     if document.get("tensors_file") != tensors_path.name:
-        raise CheckpointError(f"{meta_path} describes {document.get('tensors_file')!r}, not {tensors_path.name!r}")
+        raise CheckpointError(
+            f"{meta_path} describes {document.get('tensors_file')!r}, not {tensors_path.name!r}"
+        )
     _check_size(tensors_path, document, meta_path)
     payload = tensors_path.read_bytes()
     if verify and hashlib.sha256(payload).hexdigest() != document["tensors_sha256"]:
@@ -274,7 +278,9 @@ class CheckpointManager:
         """Steps with at least one file of a pair on disk, ascending (valid or not)."""
         if not self.directory.is_dir():
             return []
-        found = {int(match.group(1)) for name in os.listdir(self.directory) if (match := self._pattern.match(name))}
+        found = {
+            int(match.group(1)) for name in os.listdir(self.directory) if (match := self._pattern.match(name))
+        }
         return sorted(found)
 
     def save(self, step: int, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> Path:

@@ -46,7 +46,7 @@ def _cpu_copy(tensor: Tensor) -> Tensor:
 
 def tensors_with_prefix(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """The entries whose key starts with ``prefix``, with the prefix removed."""
-    return {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
 
 
 def flatten_module_state(module: nn.Module, prefix: str) -> dict[str, Tensor]:
@@ -59,7 +59,9 @@ def flatten_module_state(module: nn.Module, prefix: str) -> dict[str, Tensor]:
     return {prefix + key: _cpu_copy(value) for key, value in module.state_dict().items()}
 
 
-def load_module_state(module: nn.Module, tensors: Mapping[str, Tensor], prefix: str, strict: bool = True) -> None:
+def load_module_state(
+    module: nn.Module, tensors: Mapping[str, Tensor], prefix: str, strict: bool = True
+) -> None:
     """Load the ``prefix``-ed tensors of a checkpoint into ``module`` (copied to its device and dtype).
 
     Raises:
@@ -68,7 +70,10 @@ def load_module_state(module: nn.Module, tensors: Mapping[str, Tensor], prefix: 
     state = tensors_with_prefix(tensors, prefix)
     if not state:
         raise CheckpointError(f"checkpoint has no tensors under prefix {prefix!r}")
-    result = module.load_state_dict(state, strict=False)
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches raise even when not strict
+        raise CheckpointError(f"cannot load tensors under {prefix!r} into {type(module).__name__}: {error}") from error
     if strict and (result.missing_keys or result.unexpected_keys):
         raise CheckpointError(
             f"checkpoint tensors under {prefix!r} do not match {type(module).__name__}: "
@@ -146,11 +151,14 @@ def load_optimizer_state(
     saved_groups = meta["param_groups"]
     if len(saved_groups) != len(live_groups):
         raise CheckpointError(
-            f"optimizer under {prefix!r} has {len(live_groups)} parameter groups, checkpoint has {len(saved_groups)}"
+            f"optimizer under {prefix!r} has {len(live_groups)} parameter groups, "
+            f"checkpoint has {len(saved_groups)}"
         )
     groups = []
     for group_index, (saved, live) in enumerate(zip(saved_groups, live_groups)):
-        group = {key: tuple(value) if isinstance(live.get(key), tuple) else value for key, value in saved.items()}
+        group = {
+            key: tuple(value) if isinstance(live.get(key), tuple) else value for key, value in saved.items()
+        }
         group.update(group_tensors.get(group_index, {}))
         groups.append(group)
     try:
@@ -183,8 +191,12 @@ def capture_rng_state(
         tensors[f"{prefix}generator.{name}"] = generator.get_state().clone()
     meta = {
         "cuda_devices": len(cuda_states),
-        "numpy": {"kind": np_kind, "pos": int(np_pos), "has_gauss": int(np_has_gauss),
-                  "cached_gaussian": float(np_cached_gauss)},
+        "numpy": {
+            "kind": np_kind,
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_cached_gauss),
+        },
         "python": {"version": py_version, "gauss_next": py_gauss_next},
         "generators": sorted(generators or {}),
     }
@@ -211,7 +223,9 @@ def restore_rng_state(
         torch.cuda.set_rng_state_all(cuda_states)
     np_meta = meta["numpy"]
     np_keys = tensors[f"{prefix}numpy_mt19937"].numpy().astype(np.uint32)
-    np.random.set_state((np_meta["kind"], np_keys, np_meta["pos"], np_meta["has_gauss"], np_meta["cached_gaussian"]))
+    np.random.set_state(
+        (np_meta["kind"], np_keys, np_meta["pos"], np_meta["has_gauss"], np_meta["cached_gaussian"])
+    )
     py_meta = meta["python"]
     py_internal = tuple(int(v) for v in tensors[f"{prefix}python_mt"].tolist())
     random.setstate((py_meta["version"], py_internal, py_meta["gauss_next"]))

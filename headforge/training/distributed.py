@@ -94,10 +94,15 @@ def init_distributed(device: str | torch.device | None = None, timeout_s: float 
     backend = "nccl" if resolved.type == "cuda" else "gloo"
     if not is_distributed():
         dist.init_process_group(
-            backend=backend, init_method="env://", rank=rank, world_size=world_size,
+            backend=backend,
+            init_method="env://",
+            rank=rank,
+            world_size=world_size,
             timeout=timedelta(seconds=timeout_s),
         )
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=resolved, backend=backend)
+    return DistContext(
+        rank=rank, world_size=world_size, local_rank=local_rank, device=resolved, backend=backend
+    )
 
 
 def cleanup_distributed() -> None:
@@ -138,8 +143,9 @@ def all_reduce_gradients(params: Iterable[Tensor], world_size: int, scrub_nonfin
     """
     params = list(params)
     if world_size > 1 and is_distributed() and params:
-        has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.float32,
-                                device=params[0].device)
+        has_grad = torch.tensor(
+            [p.grad is not None for p in params], dtype=torch.float32, device=params[0].device
+        )
         dist.all_reduce(has_grad)
         params = [p for p, present in zip(params, has_grad.tolist()) if present > 0]
         for p in params:
@@ -158,12 +164,13 @@ def all_reduce_gradients(params: Iterable[Tensor], world_size: int, scrub_nonfin
     offset = 0
     for p in params:
         count = p.numel()
-        p.grad.copy_(flat[offset:offset + count].view_as(p.grad))
+        p.grad.copy_(flat[offset : offset + count].view_as(p.grad))
         offset += count
 
 
-def reduce_scalar_dict(values: Mapping[str, float | Tensor], world_size: int,
-                       device: torch.device | str = "cpu") -> dict[str, float]:
+def reduce_scalar_dict(
+    values: Mapping[str, float | Tensor], world_size: int, device: torch.device | str = "cpu"
+) -> dict[str, float]:
     """Average scalar statistics over ranks for logging.
 
     Every rank must pass the same keys. Tensors are reduced to their mean.
@@ -173,9 +180,12 @@ def reduce_scalar_dict(values: Mapping[str, float | Tensor], world_size: int,
     """
     keys = sorted(values)
     local = torch.tensor(
-        [float(values[k].detach().float().mean()) if isinstance(values[k], Tensor) else float(values[k])
-         for k in keys],
-        dtype=torch.float64, device=device,
+        [
+            float(values[k].detach().float().mean()) if isinstance(values[k], Tensor) else float(values[k])
+            for k in keys
+        ],
+        dtype=torch.float64,
+        device=device,
     )
     if world_size > 1 and is_distributed() and keys:
         dist.all_reduce(local)

@@ -22,7 +22,9 @@ from torch import nn
 __all__ = ["ExponentialMovingAverage", "ema_beta", "update_ema"]
 
 
-def ema_beta(batch_size: int, cur_nimg: int, ema_kimg: float = 10.0, ema_rampup: float | None = 0.05) -> float:
+def ema_beta(
+    batch_size: int, cur_nimg: int, ema_kimg: float = 10.0, ema_rampup: float | None = 0.05
+) -> float:
     """EMA decay for one step of ``batch_size`` images taken when ``cur_nimg`` images were seen.
 
     Args:

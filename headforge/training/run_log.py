@@ -47,8 +47,10 @@ def image_grid(images: Tensor, grid: tuple[int, int] | None = None) -> np.ndarra
     return canvas.reshape(rows * height, cols * width, 3).numpy()
 
 
-def save_image_grid(images: Tensor, path: str | os.PathLike, grid: tuple[int, int] | None = None) -> np.ndarray:
-    """Write :func:`image_grid` of ``images`` ((N, C, H, W) in [-1, 1]) to a PNG at ``path``; returns the array."""
+def save_image_grid(
+    images: Tensor, path: str | os.PathLike, grid: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Write :func:`image_grid` of ``images`` ((N, C, H, W) in [-1, 1]) to a PNG; returns the array."""
     picture = image_grid(images, grid)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,9 @@ def neural_rendering_resolution(
     return int(round(initial * (1.0 - alpha) + final * alpha))
 
 
-def conditioning_swap_probability(cur_nimg: int, final_probability: float | None = 0.5, fade_kimg: float = 1000.0) -> float | None:
+def conditioning_swap_probability(
+    cur_nimg: int, final_probability: float | None = 0.5, fade_kimg: float = 1000.0
+) -> float | None:
     """EG3D's generator pose-conditioning swap probability.
 
     Starts at 1 (labels always swapped) and fades linearly to

@@ -179,7 +179,9 @@ class Trainer:
                 module.requires_grad_(False).eval()
             broadcast_module(module)
         # Flags chosen by the caller (frozen parts stay frozen); phases only ever switch grads off.
-        self._grad_flags = {name: [p.requires_grad for p in m.parameters()] for name, m in self.networks.items()}
+        self._grad_flags = {
+            name: [p.requires_grad for p in m.parameters()] for name, m in self.networks.items()
+        }
 
     def _validate(self, batch_size: int) -> None:
         for name in self.networks:
@@ -197,7 +199,9 @@ class Trainer:
             if ema_name not in self.networks or source not in self.networks:
                 raise ValueError(f"ema_of entry {ema_name!r}: {source!r} names an unknown network")
         if batch_size <= 0 or batch_size % self.dist.world_size:
-            raise ValueError(f"batch_size {batch_size} must be a positive multiple of world size {self.dist.world_size}")
+            raise ValueError(
+                f"batch_size {batch_size} must be a positive multiple of world size {self.dist.world_size}"
+            )
 
     @property
     def cur_nimg(self) -> int:
@@ -219,10 +223,15 @@ class Trainer:
                 "use a new out_dir or the stored config"
             )
         if meta.get("batch_size") != self.batch_size:
-            raise CheckpointError(f"{stem}.json was trained with batch_size {meta.get('batch_size')}, not {self.batch_size}")
+            raise CheckpointError(
+                f"{stem}.json was trained with batch_size {meta.get('batch_size')}, not {self.batch_size}"
+            )
         if meta.get("world_size") != self.dist.world_size:
-            _log.warning("resuming a %s-process run on %s processes: per-rank randomness differs",
-                         meta.get("world_size"), self.dist.world_size)
+            _log.warning(
+                "resuming a %s-process run on %s processes: per-rank randomness differs",
+                meta.get("world_size"),
+                self.dist.world_size,
+            )
         restore_checkpoint(self, tensors, meta, restore_rng=self.dist.is_main)
         self.step = int(meta["step"])
         self.resumed_from = self.step
@@ -261,9 +270,16 @@ class Trainer:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(derive_seed(self.seed, self.dist.rank, step, index))
         ctx = PhaseContext(
-            phase=phase.name, step=step, cur_nimg=self.cur_nimg, batch=batch,
-            batch_size=self.batch_size_per_rank, generator=generator, device=self.device,
-            gain=phase.interval, networks=self.networks, dist=self.dist,
+            phase=phase.name,
+            step=step,
+            cur_nimg=self.cur_nimg,
+            batch=batch,
+            batch_size=self.batch_size_per_rank,
+            generator=generator,
+            device=self.device,
+            gain=phase.interval,
+            networks=self.networks,
+            dist=self.dist,
         )
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else contextlib.nullcontext()
         with autocast:
@@ -308,7 +324,9 @@ class Trainer:
                 scalars[f"Timing/{phase.name}_sec"] = torch.tensor(time.perf_counter() - start)
         self._only_grads_of(None)
         for ema_name, source in self.ema_of.items():
-            beta = self.ema.update(self.networks[ema_name], self.networks[source], self.batch_size, self.cur_nimg)
+            beta = self.ema.update(
+                self.networks[ema_name], self.networks[source], self.batch_size, self.cur_nimg
+            )
             scalars[f"Progress/ema_beta_{ema_name}"] = torch.tensor(beta)
         self.step += 1
         if self.on_step_end is not None:
@@ -327,9 +345,17 @@ class Trainer:
         self.last_scalars = averaged
         self.run_log.scalars(self.step, averaged)
         if self.dist.is_main:
-            losses = " ".join(f"{k.removeprefix('Loss/')} {v:.4f}" for k, v in averaged.items() if k.startswith("Loss/"))
-            _log.info("step %d/%d kimg %.2f %s (%.3f s/step)", self.step, self.total_steps,
-                      self.cur_nimg / 1000, losses, seconds_per_step)
+            losses = " ".join(
+                f"{k.removeprefix('Loss/')} {v:.4f}" for k, v in averaged.items() if k.startswith("Loss/")
+            )
+            _log.info(
+                "step %d/%d kimg %.2f %s (%.3f s/step)",
+                self.step,
+                self.total_steps,
+                self.cur_nimg / 1000,
+                losses,
+                seconds_per_step,
+            )
 
     def _snapshot_images(self) -> None:
         if self.image_snapshot_fn is None or not self.dist.is_main:
@@ -341,8 +367,11 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def _request_stop(self, signum: int, _frame: Any) -> None:
-        _log.warning("received signal %d: finishing the current step, saving and stopping "
-                     "(send it again to abort without saving)", signum)
+        _log.warning(
+            "received signal %d: finishing the current step, saving and stopping "
+            "(send it again to abort without saving)",
+            signum,
+        )
         self._stop_requested = True
         signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
 
@@ -356,12 +385,21 @@ class Trainer:
 
     def _make_loader(self) -> DataLoader:
         sampler = InfiniteShardedSampler(
-            len(self.dataset), batch_size_per_rank=self.batch_size_per_rank, rank=self.dist.rank,
-            world_size=self.dist.world_size, seed=self.seed, shuffle=self.shuffle, start_step=self.step,
+            len(self.dataset),
+            batch_size_per_rank=self.batch_size_per_rank,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            seed=self.seed,
+            shuffle=self.shuffle,
+            start_step=self.step,
         )
         return DataLoader(
-            self.dataset, batch_size=self.batch_size_per_rank, sampler=sampler, num_workers=self.num_workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=self.num_workers > 0,
+            self.dataset,
+            batch_size=self.batch_size_per_rank,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=self.num_workers > 0,
             # A private generator keeps DataLoader start-up from consuming the global torch RNG.
             generator=torch.Generator().manual_seed(derive_seed(self.seed, self.dist.rank, "loader")),
         )
@@ -383,8 +421,13 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 handlers[signum] = signal.signal(signum, self._request_stop)
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
-                   disable=not (self.progress and self.dist.is_main))
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (self.progress and self.dist.is_main),
+        )
         interrupted = False
         saved_step = self.step if self.resumed_from is not None else -1
         try:

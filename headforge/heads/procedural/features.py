@@ -1,0 +1,160 @@
+"""Facial features as smooth displacement fields on the base surface.
+
+Front features (brows, eye sockets, nose, lips, philtrum, chin) push points
+along +z as height fields over the face-front coordinates (x, y): moving
+along +z keeps every vertex's (x, y), so grid rows can never fold over each
+other under the nose or the lips. Side features (cheekbones, temples, ears)
+push along the outward horizontal direction. The closed-lid surface is a
+sphere around each eyeball merged with a smooth maximum.
+
+All lengths in world units; ``g`` holds the geometry parameters (params.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from headforge.heads.procedural.base_shape import smooth_max
+from headforge.heads.procedural.fields import bump, ellipse_bump, ridge, smoothstep
+
+__all__ = ["front_height", "side_height", "ear_height", "sculpt", "lid_sphere_z"]
+
+
+def _nose_height(x: np.ndarray, y: np.ndarray, g: dict[str, float]) -> np.ndarray:
+    """Height of the nose above the base face, (N,)."""
+    ax = np.abs(x - g["nose_shift_x"] * smoothstep(0.04, -0.06, y))
+    y_top, y_tip, y_sub = g["nasion_y"], g["nose_tip_y"], g["subnasale_y"]
+    # Dorsum: rises from the nasion to the tip, then rounds off underneath down to the subnasale.
+    s = np.clip((y_top - y) / (y_top - y_tip), 0.0, 1.0)
+    dorsum_h = g["nasion_h"] + (g["nose_tip_h"] - g["nasion_h"]) * s ** g["dorsum_curve"]
+    under = np.clip((y_tip - y) / (y_tip - y_sub), 0.0, 1.0)
+    dorsum_h = np.where(y < y_tip, g["nose_tip_h"] * np.sqrt(np.clip(1.0 - under**2, 0.0, 1.0)), dorsum_h)
+    dorsum_h = dorsum_h * smoothstep(y_top + 0.022, y_top - 0.004, y)
+    half_w = g["nose_bridge_half_w"] + (g["nose_tip_half_w"] - g["nose_bridge_half_w"]) * s**1.5
+    cross = np.clip(1.0 - (ax / half_w) ** 2, 0.0, None) ** 1.4
+    dorsum = dorsum_h * cross
+    tip = (g["nose_tip_h"] + g["tip_bulb"]) * ellipse_bump(ax, y, 0.0, y_tip + 0.002, g["nose_tip_half_w"] * 1.25,
+                                                          0.016)
+    alae = g["alar_h"] * ellipse_bump(ax, y, g["alar_x"], y_sub + 0.012, 0.015, 0.0125, angle=0.35)
+    nose = smooth_max(smooth_max(dorsum, tip, 0.006), alae, 0.008)
+    # Sidewalls: a broad low ridge connecting the bridge to the cheeks.
+    nose = nose + 0.35 * g["nose_tip_h"] * ellipse_bump(ax, y, 0.0, 0.5 * (y_top + y_sub), 0.034, 0.075) * (
+        1.0 - cross)
+    nostril = ellipse_bump(ax, y, 0.011, y_sub + 0.004, 0.0075, 0.005)
+    alar_groove = ellipse_bump(ax, y, g["alar_x"] + 0.012, y_sub + 0.012, 0.006, 0.014, angle=0.3)
+    return nose - 0.012 * nostril - 0.003 * alar_groove
+
+
+def _lip_height(x: np.ndarray, y: np.ndarray, g: dict[str, float]) -> np.ndarray:
+    """Vermilion bulges, philtrum, mentolabial sulcus and chin, (N,)."""
+    ax = np.abs(x)
+    y_m, half_w = g["mouth_y"], g["mouth_half_w"]
+    lateral = np.clip(1.0 - (ax / half_w) ** 2, 0.0, None)
+    # Upper vermilion: a Cupid's bow, highest at x = +-bow_x, dipping at the midline.
+    bow = 1.0 + 0.16 * np.exp(-(((ax - 0.009) / 0.006) ** 2)) - 0.08 * np.exp(-((ax / 0.004) ** 2))
+    up_h = g["upper_lip_height"] * bow * lateral**0.55 + 1e-4
+    v_up = (y - y_m) / up_h
+    upper = g["upper_lip_thick"] * lateral**0.6 * np.clip(1.0 - ((v_up - 0.42) / 0.62) ** 2, 0.0, None) ** 0.8
+    upper = upper * (y >= y_m - 0.004)
+    low_h = g["lower_lip_height"] * lateral**0.45 + 1e-4
+    v_low = (y_m - y) / low_h
+    lower = g["lower_lip_thick"] * lateral**0.6 * np.clip(1.0 - ((v_low - 0.5) / 0.64) ** 2, 0.0, None) ** 0.8
+    lower = lower * (y <= y_m + 0.004)
+    lips = np.maximum(upper, lower)
+    # Skin around the mouth: philtral columns, the sulcus under the lower lip, the chin pad.
+    philtrum_top = g["subnasale_y"] - 0.004
+    philtrum = 0.0016 * (ridge(ax, y, (0.0075, y_m + 0.017), (0.0055, philtrum_top), 0.0032)
+                         - 0.6 * ridge(ax, y, (0.0, y_m + 0.017), (0.0, philtrum_top), 0.003))
+    sulcus = -g["sulcus_depth"] * ridge(ax, y, (0.0, y_m - 0.033), (0.034, y_m - 0.028), 0.011, taper=0.8)
+    chin = g["chin_pad"] * ellipse_bump(ax, y, 0.0, g["menton_y"] + 0.027, 0.034, 0.026)
+    corner = -0.003 * ellipse_bump(ax, y, half_w + 0.004, y_m, 0.008, 0.01)
+    return lips + philtrum + sulcus + chin + corner
+
+
+def front_height(p0: np.ndarray, g: dict[str, float]) -> np.ndarray:
+    """Height along +z of the front features above the base surface, (N,)."""
+    x, y = p0[:, 0], p0[:, 1]
+    ax = np.abs(x)
+    brow = g["brow_ridge"] * ridge(ax, y, (0.006, g["brow_y"] - 0.002), (0.108, g["brow_y"] - 0.01), 0.02,
+                                   taper=0.6)
+    glabella = 0.5 * g["brow_ridge"] * ellipse_bump(ax, y, 0.0, g["brow_y"] - 0.004, 0.02, 0.02)
+    socket = -g["eye_socket_depth"] * ellipse_bump(ax, y, g["eye_x"], g["eye_y"] + 0.003, 0.044, 0.034)
+    under_eye = -0.004 * ellipse_bump(ax, y, g["eye_x"] + 0.004, g["eye_y"] - 0.036, 0.03, 0.012, angle=-0.2)
+    nasolabial = -g["nasolabial_depth"] * ridge(ax, y, (g["alar_x"] + 0.012, g["subnasale_y"] + 0.006),
+                                                 (g["mouth_half_w"] + 0.012, g["mouth_y"] - 0.012), 0.008,
+                                                 taper=0.7)
+    h = brow + glabella + socket + under_eye + nasolabial + _nose_height(x, y, g) + _lip_height(x, y, g)
+    return h * smoothstep(0.03, 0.12, p0[:, 2])
+
+
+def side_height(p0: np.ndarray, g: dict[str, float]) -> np.ndarray:
+    """Height along the outward horizontal direction: cheekbones, cheeks, temples, jaw angle, (N,)."""
+    x, y, z = p0[:, 0], p0[:, 1], p0[:, 2]
+    ax = np.abs(x)
+    # Face features are placed in (|x|, y) but faded out towards the back of the head.
+    front = smoothstep(-0.02, 0.08, z)
+    cheekbone = g["cheekbone"] * ellipse_bump(ax, y, g["cheekbone_x"], g["cheekbone_y"], 0.05, 0.026, angle=-0.15)
+    cheek = g["cheek_fullness"] * ellipse_bump(ax, y, 0.072, -0.085, 0.045, 0.045)
+    temple = -g["temple_hollow"] * ellipse_bump(ax, y, 0.125, 0.065, 0.04, 0.045)
+    jaw_angle = g["jaw_angle"] * ellipse_bump(z, y, 0.01, g["gonion_y"] + 0.012, 0.04, 0.03) * smoothstep(
+        0.06, 0.1, ax)
+    return (cheekbone + cheek + temple) * front + jaw_angle + ear_height(p0, g)
+
+
+def ear_height(p0: np.ndarray, g: dict[str, float]) -> np.ndarray:
+    """Stylised ear: a shell that stands off the side of the head, (N,).
+
+    Ear-local coordinates: ``a`` front-to-back (tilted back by ``ear_tilt``),
+    ``b`` bottom-to-top, both normalised by the ear's half-sizes.
+    """
+    x, y, z = p0[:, 0], p0[:, 1], p0[:, 2]
+    side = smoothstep(0.09, 0.125, np.abs(x))
+    size = g["ear_size"]
+    half_h, half_w = 0.064 * size, 0.032 * size
+    c, s = np.cos(g["ear_tilt"]), np.sin(g["ear_tilt"])
+    dz, dy = z - g["ear_z"], y - g["ear_y"]
+    a = (c * (-dz) + s * dy) / half_w  # + towards the back edge of the ear
+    b = (-s * (-dz) + c * dy) / half_h
+    # Outline: an egg, wider at the top; the lobe is narrower.
+    width_at = 1.0 + 0.18 * b
+    q = np.sqrt((a / width_at) ** 2 + b**2)
+    outline = smoothstep(1.0, 0.82, q)
+    # Stand-off grows towards the back rim (the ear flares out); the front is attached.
+    flare = g["ear_protrusion"] * (0.3 + 0.7 * smoothstep(-1.0, 0.9, a))
+    helix = 0.35 * g["ear_protrusion"] * bump((q - 0.86) / 0.14)
+    concha = 0.55 * g["ear_protrusion"] * ellipse_bump(a, b, -0.1, -0.12, 0.55, 0.38)
+    fossa = 0.25 * g["ear_protrusion"] * ellipse_bump(a, b, 0.05, 0.52, 0.5, 0.22)
+    tragus = 0.25 * g["ear_protrusion"] * ellipse_bump(a, b, -0.85, -0.2, 0.25, 0.2)
+    shell = (flare + helix - concha - fossa) * outline + tragus
+    return shell * side
+
+
+def lid_sphere_z(x: np.ndarray, y: np.ndarray, g: dict[str, float]) -> np.ndarray:
+    """z of the closed-lid sphere's front over its disk, -inf outside, (N,)."""
+    radius = g["eye_radius"] + g["lid_thickness"]
+    out = np.full(x.shape, -np.inf)
+    for sign in (-1.0, 1.0):
+        r2 = (x - sign * g["eye_x"]) ** 2 + (y - g["eye_y"]) ** 2
+        inside = r2 < radius**2
+        out = np.where(inside, g["eye_z"] + np.sqrt(np.clip(radius**2 - r2, 0.0, None)), out)
+    return out
+
+
+def sculpt(p0: np.ndarray, n0: np.ndarray, g: dict[str, float]) -> np.ndarray:
+    """Apply all feature displacements to base surface points.
+
+    Args:
+        p0: (N, 3) base surface points.
+        n0: (N, 3) base outward unit normals.
+    Returns:
+        (N, 3) sculpted points.
+    """
+    horiz = n0.copy()
+    horiz[:, 1] = 0.0
+    horiz /= np.maximum(np.linalg.norm(horiz, axis=1, keepdims=True), 1e-9)
+    p = p0 + side_height(p0, g)[:, None] * horiz
+    p[:, 2] += front_height(p0, g)
+    lid = lid_sphere_z(p[:, 0], p[:, 1], g)
+    blend = np.isfinite(lid)
+    p[blend, 2] = smooth_max(p[blend, 2], lid[blend], g["lid_blend"])
+    return p

@@ -1,0 +1,132 @@
+"""Packing a :class:`~headforge.training.trainer.Trainer`'s state into a checkpoint and back.
+
+Checkpoint layout written by the trainer (see :mod:`headforge.training.checkpoint`):
+
+- tensors: ``<network>.<state_dict key>`` for every network (``G.``, ``G_ema.``,
+  ``D.``, ...), ``opt.<key>.state.<i>.<name>`` for every optimiser, ``rng.*``.
+- JSON ``meta``: ``model`` (``config["model"]`` if present), ``config``, ``step``,
+  ``cur_nimg``, ``kimg``, ``batch_size``, ``seed``, ``world_size``, ``networks``
+  (name -> class name), ``ema_of``, ``optimizers`` (key -> param_groups, ...),
+  ``grad_scalers``, ``rng``, ``losses`` (last logged scalars), ``headforge_version``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+import headforge
+from headforge.training.checkpoint_state import (
+    CheckpointError,
+    capture_rng_state,
+    flatten_module_state,
+    flatten_optimizer_state,
+    load_module_state,
+    load_optimizer_state,
+    restore_rng_state,
+)
+from headforge.training.phases import Phase
+
+if TYPE_CHECKING:
+    from headforge.training.trainer import Trainer
+
+__all__ = ["build_checkpoint", "config_differences", "move_to_device", "optimizer_keys", "restore_checkpoint"]
+
+
+def optimizer_keys(phases: Sequence[Phase]) -> dict[str, torch.optim.Optimizer]:
+    """Name each distinct optimiser: its network's name, or the phase name if a network has several.
+
+    Phases that share an optimiser (main + lazy regulariser) share its key.
+    """
+    distinct: list[tuple[Phase, torch.optim.Optimizer]] = []
+    for phase in phases:
+        if all(phase.optimizer is not seen for _, seen in distinct):
+            distinct.append((phase, phase.optimizer))
+    per_module: dict[str, int] = {}
+    for phase, _ in distinct:
+        per_module[phase.module] = per_module.get(phase.module, 0) + 1
+    return {(phase.module if per_module[phase.module] == 1 else phase.name): opt for phase, opt in distinct}
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` with every tensor moved to ``device`` (dicts, lists and tuples are walked)."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {key: move_to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(value, device) for value in batch)
+    return batch
+
+
+def config_differences(stored: Any, live: Any, path: str = "") -> list[str]:
+    """Dotted paths where two JSON-like configs differ (empty when equal)."""
+    if isinstance(stored, dict) and isinstance(live, dict):
+        differences = []
+        for key in sorted(set(stored) | set(live), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            if key not in stored or key not in live:
+                differences.append(where)
+            else:
+                differences.extend(config_differences(stored[key], live[key], where))
+        return differences
+    return [] if stored == live else [path or "<root>"]
+
+
+def build_checkpoint(trainer: Trainer) -> tuple[dict[str, Tensor], dict]:
+    """All tensors and metadata needed to rebuild and continue ``trainer`` at its current step."""
+    tensors: dict[str, Tensor] = {}
+    for name, module in trainer.networks.items():
+        tensors.update(flatten_module_state(module, f"{name}."))
+    optimizers_meta = {}
+    for key, optimizer in trainer.optimizers.items():
+        opt_tensors, optimizers_meta[key] = flatten_optimizer_state(optimizer, f"opt.{key}.")
+        tensors.update(opt_tensors)
+    rng_tensors, rng_meta = capture_rng_state()
+    tensors.update(rng_tensors)
+    meta = {
+        "model": trainer.config.get("model"),
+        "config": trainer.config,
+        "step": trainer.step,
+        "cur_nimg": trainer.cur_nimg,
+        "kimg": trainer.cur_nimg / 1000,
+        "batch_size": trainer.batch_size,
+        "seed": trainer.seed,
+        "world_size": trainer.dist.world_size,
+        "networks": {name: type(module).__name__ for name, module in trainer.networks.items()},
+        "ema_of": trainer.ema_of,
+        "optimizers": optimizers_meta,
+        "grad_scalers": {name: scaler.state_dict() for name, scaler in trainer.scalers.items()},
+        "rng": rng_meta,
+        "losses": trainer.last_scalars,
+        "headforge_version": headforge.__version__,
+    }
+    return tensors, meta
+
+
+def restore_checkpoint(
+    trainer: Trainer, tensors: Mapping[str, Tensor], meta: Mapping[str, Any], restore_rng: bool = True
+) -> None:
+    """Load networks, optimisers, grad scalers and (optionally) RNG states into ``trainer``.
+
+    Raises:
+        CheckpointError: a network or optimiser of the trainer is missing from the checkpoint.
+    """
+    for name, module in trainer.networks.items():
+        load_module_state(module, tensors, f"{name}.")
+    saved_optimizers = meta.get("optimizers", {})
+    for key, optimizer in trainer.optimizers.items():
+        if key not in saved_optimizers:
+            raise CheckpointError(
+                f"checkpoint has no state for optimizer {key!r} (has {sorted(saved_optimizers)})"
+            )
+        load_optimizer_state(optimizer, tensors, saved_optimizers[key], f"opt.{key}.")
+    for name, scaler in trainer.scalers.items():
+        state = meta.get("grad_scalers", {}).get(name)
+        if state:
+            scaler.load_state_dict(state)
+    if restore_rng:
+        pass
