@@ -19,6 +19,7 @@ from headforge.training.checkpoint import (
     checkpoint_paths,
     flatten_module_state,
     flatten_optimizer_state,
+    latest_checkpoint,
     load_checkpoint,
     load_module_state,
     load_optimizer_state,
@@ -109,7 +110,11 @@ def test_optimizer_group_mismatch_is_reported():
 
 def _draw_everything(generator: torch.Generator) -> list[float]:
     return [
-        torch.rand(()).item(), float(np.random.rand()), np.random.randn(), random.random(), random.gauss(0, 1),
+        torch.rand(()).item(),
+        float(np.random.rand()),
+        np.random.randn(),
+        random.random(),
+        random.gauss(0, 1),
         torch.rand((), generator=generator).item(),
     ]
 
@@ -191,7 +196,9 @@ def test_mismatched_pair_is_detected(tmp_path):
     save_checkpoint(tmp_path / "a", {"w": torch.zeros(4)}, {"name": "a"})
     save_checkpoint(tmp_path / "b", {"w": torch.ones(4)}, {"name": "b"})  # same size, other content
     (tmp_path / "a.safetensors").write_bytes((tmp_path / "b.safetensors").read_bytes())
-    with pytest.raises(CheckpointError, match=r"a\.safetensors do not match the SHA-256 recorded in .*a\.json"):
+    with pytest.raises(
+        CheckpointError, match=r"a\.safetensors do not match the SHA-256 recorded in .*a\.json"
+    ):
         load_checkpoint(tmp_path / "a")
     save_checkpoint(tmp_path / "c", {"w": torch.zeros(9)}, {})
     (tmp_path / "a.safetensors").write_bytes((tmp_path / "c.safetensors").read_bytes())
@@ -227,7 +234,9 @@ def test_keep_last_k_and_resolution(tmp_path):
     assert read_checkpoint_meta(tmp_path / "run") == {"step": 30}
     assert resolve_checkpoint(tmp_path / "run" / "checkpoints") == manager.stem_for_step(30)
     assert resolve_checkpoint(manager.stem_for_step(30).with_suffix(".json")) == manager.stem_for_step(30)
+    assert latest_checkpoint(tmp_path / "run") == manager.stem_for_step(30)
     (tmp_path / "empty").mkdir()
+    assert latest_checkpoint(tmp_path / "empty") is None
     with pytest.raises(CheckpointError, match="no valid checkpoint found in .*empty"):
         resolve_checkpoint(tmp_path / "empty")
     with pytest.raises(ValueError):

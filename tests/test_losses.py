@@ -142,7 +142,9 @@ def test_update_ema_blends_parameters_and_copies_buffers():
         source.running_mean.fill_(7.0)
     source.num_batches_tracked += 5
     update_ema(average, source, beta=0.25)
-    assert torch.allclose(average.weight, 0.25 * torch.tensor([3.0, 2.0, 1.0]) + 0.75 * torch.tensor([1.0, 2.0, 3.0]))
+    assert torch.allclose(
+        average.weight, 0.25 * torch.tensor([3.0, 2.0, 1.0]) + 0.75 * torch.tensor([1.0, 2.0, 3.0])
+    )
     assert torch.equal(average.running_mean, torch.full((3,), 7.0))
     assert average.num_batches_tracked.item() == 5
     beta = ExponentialMovingAverage(ema_kimg=0.01, ema_rampup=None).update(average, source, 4, cur_nimg=0)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from headforge.cameras import Camera, pixel_rays
+from headforge.nn.triplane import PLANE_LAYOUTS, sample_triplanes
 from headforge.raster import (
     face_normals,
     fragments_from_face_ids,
@@ -49,14 +50,14 @@ def icosphere(subdivisions: int, dtype=torch.float64) -> tuple[torch.Tensor, tor
         vertices = torch.cat([vertices, midpoints])
         a, b, c = faces.unbind(1)
         ab, bc, ca = mid
-        faces = torch.cat(
-            [torch.stack(f, 1) for f in ([a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca])]
-        )
+        faces = torch.cat([torch.stack(f, 1) for f in ([a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca])])
     return vertices, faces
 
 
 def pixel_centres(height: int, width: int, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    rows, cols = torch.meshgrid(torch.arange(height, dtype=dtype), torch.arange(width, dtype=dtype), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(height, dtype=dtype), torch.arange(width, dtype=dtype), indexing="ij"
+    )
     return cols + 0.5, rows + 0.5
 
 
@@ -115,15 +116,31 @@ def test_single_triangle_coverage_matches_geometry(seed):
 
         area, perimeter = triangle_area_perimeter(triangle)
         assert abs(int(mask.sum()) - area) <= perimeter / 2 + 2
-        _, coverage = render_attributes(triangle, faces, torch.ones(3, 1), size, size, supersample=4, perspective=False)
+        _, coverage = render_attributes(
+            triangle, faces, torch.ones(3, 1), size, size, supersample=4, perspective=False
+        )
         assert abs(float(coverage.sum()) - area) <= perimeter / 8 + 0.5
         assert float(coverage.min()) >= 0 and float(coverage.max()) <= 1
+
+
+def test_coverage_stays_exact_with_vertices_far_off_screen():
+    """float32 input whose vertices lie 1e7 px away: the edges crossing the image stay exact
+    (evaluating barycentrics relative to a far vertex in float32 misses pixels here)."""
+    triangle = torch.tensor([[-1.0e7, 3.3, 1.0], [1.0e7, 9.1, 1.0], [-3.0e5, 1.0e7, 1.0]])
+    for winding in ([0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 2, 1]):
+        fragments = rasterize(triangle[winding], torch.tensor([[0, 1, 2]]), 12, 16, perspective=False)
+        inside, distance = brute_force_inside(triangle, 12, 16)
+        clear = distance > 1e-3
+        assert inside.any() and (~inside).any()
+        assert torch.equal(fragments.mask[0][clear], inside[clear])
 
 
 def test_closed_mesh_orthographic_covers_a_disc():
     vertices, faces = icosphere(3)
     radius_world, extent, size = 0.4, 0.5, 64
-    screen = orthographic_screen_vertices(vertices.float() * radius_world, "xy", extent, height=size, width=size)
+    screen = orthographic_screen_vertices(
+        vertices.float() * radius_world, "xy", extent, height=size, width=size
+    )
     fragments = rasterize(screen, faces, size, size, perspective=False)
     radius_px = radius_world / extent * size / 2
     x, y = pixel_centres(size, size)
@@ -134,8 +151,16 @@ def test_closed_mesh_orthographic_covers_a_disc():
     assert not fragments.mask[0][r > radius_px + 1e-6].any()
     area = math.pi * radius_px**2
     assert abs(int(fragments.mask.sum()) - area) / area < 0.02
-    _, coverage = render_attributes(screen, faces, None, size, size, supersample=3, perspective=False,
-                                    face_attributes=torch.ones(faces.shape[0], 3, 1))  # fmt: skip
+    _, coverage = render_attributes(
+        screen,
+        faces,
+        None,
+        size,
+        size,
+        supersample=3,
+        perspective=False,
+        face_attributes=torch.ones(faces.shape[0], 3, 1),
+    )
     assert abs(float(coverage.sum()) - area) / area < 0.02
     # Front faces of an outward mesh face the viewer on +z (depth = -z).
     visible = fragments.face_id[fragments.mask].unique()
@@ -189,7 +214,9 @@ def test_equal_depth_ties_go_to_the_lower_face_id():
     vertices = two_overlapping_triangles(near_depth=2.5, far_depth=2.5)
     for faces in (torch.tensor([[0, 1, 2], [3, 4, 5]]), torch.tensor([[3, 4, 5], [0, 1, 2]])):
         fragments = rasterize(vertices, faces, 16, 16, perspective=False)
-        inside_both = brute_force_inside(vertices[:3], 16, 16)[0] & brute_force_inside(vertices[3:], 16, 16)[0]
+        inside_both = (
+            brute_force_inside(vertices[:3], 16, 16)[0] & brute_force_inside(vertices[3:], 16, 16)[0]
+        )
         assert inside_both.sum() > 20
         assert (fragments.face_id[0][inside_both] == 0).all()
         again = rasterize(vertices, faces, 16, 16, perspective=False)
@@ -200,7 +227,9 @@ def test_backface_culling_uses_screen_winding():
     counter_clockwise_on_screen = torch.tensor([[[2.0, 2.0, 1.0], [3.0, 14.0, 1.0], [14.0, 8.0, 1.0]]])
     faces = torch.tensor([[0, 1, 2]])
     assert rasterize(counter_clockwise_on_screen, faces, 16, 16, cull_backfaces=True).mask.any()
-    assert not rasterize(counter_clockwise_on_screen, faces[:, [0, 2, 1]], 16, 16, cull_backfaces=True).mask.any()
+    assert not rasterize(
+        counter_clockwise_on_screen, faces[:, [0, 2, 1]], 16, 16, cull_backfaces=True
+    ).mask.any()
     assert rasterize(counter_clockwise_on_screen, faces[:, [0, 2, 1]], 16, 16).mask.any()
 
 
@@ -238,7 +267,9 @@ def test_batched_rasterization_equals_per_item():
 
 
 def camera64(yaw: float, pitch: float = 0.0) -> Camera:
-    return Camera.orbit(yaw=torch.tensor([yaw], dtype=torch.float64), pitch=torch.tensor([pitch], dtype=torch.float64))
+    return Camera.orbit(
+        yaw=torch.tensor([yaw], dtype=torch.float64), pitch=torch.tensor([pitch], dtype=torch.float64)
+    )
 
 
 def random_world_triangle(generator: torch.Generator) -> torch.Tensor:
@@ -271,8 +302,11 @@ def test_perspective_interpolation_of_a_planar_attribute_is_exact():
     camera_depth = ((hits - origins[0]) @ camera.cam2world[0, :3, 2])[mask]
     torch.testing.assert_close(fragments.depth[0].reshape(-1)[mask], camera_depth, rtol=0, atol=1e-9)
     # Affine (screen-space) interpolation would be visibly wrong for this tilted triangle.
-    screen_bary_values = interpolate(attribute, torch.tensor([[0, 1, 2]]), rasterize(
-        screen, torch.tensor([[0, 1, 2]]), size, size, perspective=False))[0].reshape(-1)  # fmt: skip
+    screen_bary_values = interpolate(
+        attribute,
+        torch.tensor([[0, 1, 2]]),
+        rasterize(screen, torch.tensor([[0, 1, 2]]), size, size, perspective=False),
+    )[0].reshape(-1)
     assert (screen_bary_values[mask] - values[mask]).abs().max() > 1e-3
 
 
@@ -288,7 +322,10 @@ def test_orthographic_interpolation_of_a_planar_attribute_is_exact():
     x, y = pixel_centres(size, size)
     world_x, world_y = (x / size * 2 - 1) * extent, (y / size * 2 - 1) * extent
     normal = torch.linalg.cross(triangle[1] - triangle[0], triangle[2] - triangle[0])
-    world_z = triangle[0, 2] - ((world_x - triangle[0, 0]) * normal[0] + (world_y - triangle[0, 1]) * normal[1]) / normal[2]
+    world_z = (
+        triangle[0, 2]
+        - ((world_x - triangle[0, 0]) * normal[0] + (world_y - triangle[0, 1]) * normal[1]) / normal[2]
+    )
     expected = coefficients[0] * world_x + coefficients[1] * world_y + coefficients[2] * world_z
     values = interpolate(attribute, torch.tensor([[0, 1, 2]]), fragments)[0, ..., 0]
     torch.testing.assert_close(values[mask], expected[mask], rtol=0, atol=1e-9)
@@ -301,7 +338,9 @@ def test_projected_point_lands_on_its_pixel_ray():
     origins, directions = pixel_rays(camera.cam2world, camera.intrinsics, height, width)
     row, col = 7, 21
     landmark = origins[0, row * width + col] + 2.6 * directions[0, row * width + col]
-    screen = perspective_screen_vertices(landmark[None, None], camera.cam2world, camera.intrinsics, height, width)
+    screen = perspective_screen_vertices(
+        landmark[None, None], camera.cam2world, camera.intrinsics, height, width
+    )
     torch.testing.assert_close(screen[0, 0, :2], torch.tensor([col + 0.5, row + 0.5], dtype=torch.float64))
     # A small triangle around the landmark covers exactly that pixel, at the landmark's depth.
     offsets = torch.tensor([[-0.3, -0.3, 0.0], [0.35, -0.2, 0.0], [0.0, 0.4, 0.0]], dtype=torch.float64)
@@ -311,47 +350,64 @@ def test_projected_point_lands_on_its_pixel_ray():
     assert abs(float(fragments.depth[0, row, col]) - camera_z) < 1e-9
 
 
-@pytest.mark.parametrize("axes", ["xy", "xz", "yz"])
-def test_orthographic_planes_match_triplane_grid_sample(axes):
-    """Rasterize world coordinates onto a plane and read them back with grid_sample."""
-    extent, height, width = 0.5, 20, 24
-    plane_axes = {"xy": (0, 1), "xz": (0, 2), "yz": (1, 2)}[axes]
-    depth_axis = 3 - sum(plane_axes)
-    # A square covering the plane, tilted along the depth axis, with its world xyz as attribute.
-    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dtype=torch.float64) * 0.6
-    world = torch.zeros(4, 3, dtype=torch.float64)
-    world[:, plane_axes[0]], world[:, plane_axes[1]] = corners[:, 0], corners[:, 1]
-    world[:, depth_axis] = 0.1 * corners[:, 0] - 0.2 * corners[:, 1]
-    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
-    screen = orthographic_screen_vertices(world, axes, extent, height=height, width=width)
-    plane = interpolate(world, faces, rasterize(screen, faces, height, width, perspective=False))  # (1, H, W, 3)
+def rasterize_onto_triplanes(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    attributes: torch.Tensor,
+    layout: str,
+    extent: float,
+    size: int,
+) -> torch.Tensor:
+    """Rasterize (V, C) vertex attributes onto the three planes of a tri-plane layout -> (1, 3, C, H, W)."""
+    planes = []
+    for plane_axes in PLANE_LAYOUTS[layout]:
+        axes = "".join("xyz"[axis] for axis in plane_axes)
+        screen = orthographic_screen_vertices(vertices, axes, extent, height=size, width=size)
+        fragments = rasterize(screen, faces, size, size, perspective=False)
+        planes.append(interpolate(attributes, faces, fragments)[0].permute(2, 0, 1))
+    return torch.stack(planes)[None]
 
+
+@pytest.mark.parametrize("layout", sorted(PLANE_LAYOUTS))
+def test_orthographic_planes_match_triplane_sampling(layout):
+    """Features rasterized onto the planes are read back by sample_triplanes at their 3D position."""
+    extent, size = 0.5, 20
+    # A tilted triangle pair per plane, covering it, carrying world xyz as its attribute.
+    quad = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dtype=torch.float64) * 0.6
     generator = torch.Generator().manual_seed(3)
-    query = (torch.rand(50, 3, generator=generator, dtype=torch.float64) * 2 - 1) * 0.4
-    # Tri-plane convention: grid x = first plane axis / extent, grid y = second / extent.
-    grid = (query[:, list(plane_axes)] / extent).view(1, 1, -1, 2)
-    sampled = F.grid_sample(plane.permute(0, 3, 1, 2), grid, mode="bilinear", align_corners=False)[0, :, 0].T
-    for k in plane_axes:  # bilinear interpolation reproduces a linear function exactly
-        torch.testing.assert_close(sampled[:, k], query[:, k], rtol=0, atol=1e-9)
+    query = (torch.rand(1, 50, 3, generator=generator, dtype=torch.float64) * 2 - 1) * 0.4
+    for plane, plane_axes in enumerate(PLANE_LAYOUTS[layout]):
+        depth_axis = 3 - sum(plane_axes)
+        world = torch.zeros(4, 3, dtype=torch.float64)
+        world[:, plane_axes[0]], world[:, plane_axes[1]] = quad[:, 0], quad[:, 1]
+        world[:, depth_axis] = 0.1 * quad[:, 0] - 0.2 * quad[:, 1]
+        faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+        planes = rasterize_onto_triplanes(world, faces, world, layout, extent, size)
+        sampled = sample_triplanes(planes, query, layout, box_warp=2 * extent)  # (1, 3, N, 3)
+        for axis in plane_axes:  # bilinear interpolation reproduces a linear function exactly
+            torch.testing.assert_close(sampled[0, plane, :, axis], query[0, :, axis], rtol=0, atol=1e-9)
 
-    # A point-sized feature near the centre of pixel (row, col) shows up in that pixel, exactly
-    # where grid_sample (nearest) reads it and nowhere else.
-    row, col = 13, 5
-    centre = ((torch.tensor([col, row], dtype=torch.float64) + 0.5) / torch.tensor([width, height]) * 2 - 1) * extent
-    pixel = 2 * extent / width
-    point = torch.zeros(3, dtype=torch.float64)
-    point[list(plane_axes)] = centre + torch.tensor([0.15, -0.1], dtype=torch.float64) * pixel
-    point[depth_axis] = 0.2
-    feature_triangle = point + torch.zeros(3, 3, dtype=torch.float64)
-    feature_triangle[0, plane_axes[0]] -= 0.45 * pixel
-    feature_triangle[1, plane_axes[0]] += 0.3 * pixel
-    feature_triangle[0:2, plane_axes[1]] -= 0.3 * pixel
-    feature_triangle[2, plane_axes[1]] += 0.4 * pixel
-    screen = orthographic_screen_vertices(feature_triangle, axes, extent, height=height, width=width)
-    image = rasterize(screen, torch.tensor([[0, 1, 2]]), height, width, perspective=False).mask.double()
-    assert image.sum() == 1 and image[0, row, col] == 1
-    grid = (point[list(plane_axes)] / extent).view(1, 1, 1, 2)
-    assert float(F.grid_sample(image[:, None], grid, mode="nearest", align_corners=False)) == 1.0
+    # A point-sized feature near a pixel centre lands in that one texel of every plane, and
+    # sample_triplanes (nearest) reads it at the point's position.
+    texel = torch.tensor([13, 5, 9])
+    pixel = 2 * extent / size
+    point = ((texel + 0.5) / size * 2 - 1) * extent + torch.tensor([0.15, -0.1, 0.2]) * pixel
+    feature_vertices, feature_faces = [], []
+    for plane_axes in PLANE_LAYOUTS[layout]:
+        triangle = point.repeat(3, 1)
+        triangle[:, plane_axes[0]] += torch.tensor([-0.45, 0.3, 0.0]) * pixel
+        triangle[:, plane_axes[1]] += torch.tensor([-0.3, -0.3, 0.4]) * pixel
+        feature_faces.append(torch.arange(3) + 3 * len(feature_vertices))
+        feature_vertices.append(triangle)
+    # Triangles built for the other planes are edge-on there (EG3D's x-z and z-x planes share theirs).
+    planes = rasterize_onto_triplanes(
+        torch.cat(feature_vertices), torch.stack(feature_faces), torch.ones(9, 1), layout, extent, size
+    )
+    for plane, plane_axes in enumerate(PLANE_LAYOUTS[layout]):
+        assert planes[0, plane, 0].sum() == 1
+        assert planes[0, plane, 0, texel[plane_axes[1]], texel[plane_axes[0]]] == 1
+    read = sample_triplanes(planes, point[None, None], layout, box_warp=2 * extent, mode="nearest")
+    assert (read == 1).all()
 
 
 def test_orthographic_view_matrix_handedness():
@@ -373,17 +429,29 @@ def test_orthographic_view_matrix_handedness():
 def test_interpolate_gradient_matches_finite_differences():
     generator = torch.Generator().manual_seed(4)
     vertices, faces = icosphere(1)
-    screen = orthographic_screen_vertices(0.45 * vertices[None], "xy", height=6, width=5).expand(2, -1, -1)
-    screen = screen + torch.tensor([0.0, 0.0, 0.0], dtype=torch.float64)
+    # Batch of two (second item shifted) so that the per-item attribute gather is exercised.
+    screen = orthographic_screen_vertices(0.45 * vertices[None], "xy", height=6, width=5).repeat(2, 1, 1)
+    screen[1, :, 0] += 0.7
     camera = camera64(0.3)
-    perspective = perspective_screen_vertices(0.45 * vertices[None], camera.cam2world, camera.intrinsics, 6, 5)
+    perspective = perspective_screen_vertices(
+        0.45 * vertices[None], camera.cam2world, camera.intrinsics, 6, 5
+    )
     for fragments in (rasterize(screen, faces, 6, 5, perspective=False), rasterize(perspective, faces, 6, 5)):
-        attributes = torch.randn(fragments.face_id.shape[0], vertices.shape[0], 2, generator=generator,
-                                 dtype=torch.float64, requires_grad=True)  # fmt: skip
+        attributes = torch.randn(
+            fragments.face_id.shape[0],
+            vertices.shape[0],
+            2,
+            generator=generator,
+            dtype=torch.float64,
+            requires_grad=True,
+        )
         assert torch.autograd.gradcheck(lambda a, fr=fragments: interpolate(a, faces, fr), (attributes,))
-        per_corner = torch.randn(faces.shape[0], 3, 2, generator=generator, dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda c, fr=fragments: interpolate(None, None, fr, face_attributes=c),
-                                        (per_corner,))  # fmt: skip
+        per_corner = torch.randn(
+            faces.shape[0], 3, 2, generator=generator, dtype=torch.float64, requires_grad=True
+        )
+        assert torch.autograd.gradcheck(
+            lambda c, fr=fragments: interpolate(None, None, fr, face_attributes=c), (per_corner,)
+        )
 
 
 def test_barycentric_gradient_wrt_vertices_matches_finite_differences():
@@ -391,7 +459,9 @@ def test_barycentric_gradient_wrt_vertices_matches_finite_differences():
     vertices, faces = icosphere(1)
     camera = camera64(0.2, 0.1)
     world = (0.45 * vertices[None]).requires_grad_(True)
-    attributes = torch.randn(1, vertices.shape[0], 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    attributes = torch.randn(
+        1, vertices.shape[0], 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5)
+    )
     with torch.no_grad():
         screen = perspective_screen_vertices(world, camera.cam2world, camera.intrinsics, 6, 6)
         face_id = rasterize(screen, faces, 6, 6).face_id
@@ -423,6 +493,9 @@ def test_empty_and_degenerate_inputs():
         fragments = rasterize(screen, faces, 8, 8)
         assert not fragments.mask.any()
         assert torch.isfinite(fragments.bary).all()
+    # A sliver 1e-12 px thin along the pixel-centre diagonal is as empty as its zero-area limit.
+    sliver = torch.tensor([[0.5, 0.5, 1.0], [15.5, 15.5, 1.0], [8.0, 8.0 + 1e-12, 1.0]], dtype=torch.float64)
+    assert not rasterize(sliver, torch.tensor([[0, 1, 2]]), 16, 16).mask.any()
     # A triangle with one corner behind the camera is dropped, not clipped.
     assert not rasterize(screen, torch.tensor([[0, 3, 5]]), 8, 8).mask.any()
     assert rasterize(screen, torch.tensor([[0, 3, 5]]), 8, 8, perspective=False).mask.any()
@@ -440,8 +513,12 @@ def test_render_attributes_blends_background_by_coverage():
     screen = torch.tensor([[-5.0, -5.0, 1.0], [3.25, -5.0, 1.0], [3.25, 20.0, 1.0], [-5.0, 20.0, 1.0]])
     faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
     colour = torch.tensor([1.0, 0.5]).expand(4, 2)
-    image, coverage = render_attributes(screen, faces, colour, 4, 6, supersample=4, background=torch.tensor([0.0, 2.0]))
-    torch.testing.assert_close(coverage[0, :, :, 0], torch.tensor([[1.0, 1.0, 1.0, 0.25, 0.0, 0.0]]).expand(4, 6))
+    image, coverage = render_attributes(
+        screen, faces, colour, 4, 6, supersample=4, background=torch.tensor([0.0, 2.0])
+    )
+    torch.testing.assert_close(
+        coverage[0, :, :, 0], torch.tensor([[1.0, 1.0, 1.0, 0.25, 0.0, 0.0]]).expand(4, 6)
+    )
     expected_second = 0.5 * coverage[0, ..., 0] + 2.0 * (1 - coverage[0, ..., 0])
     torch.testing.assert_close(image[0, ..., 1], expected_second)
     fragments = rasterize_supersampled(screen, faces, 4, 6, factor=4)
@@ -451,7 +528,9 @@ def test_render_attributes_blends_background_by_coverage():
 def test_vertex_normals_of_a_sphere_are_radial_and_area_weighted():
     vertices, faces = icosphere(2)
     cosine = (vertex_normals(vertices, faces) * vertices).sum(-1)
-    assert cosine.min() > 0.999 and torch.allclose(vertex_normals(vertices, faces).norm(dim=-1), torch.ones(1).double())
+    assert cosine.min() > 0.999 and torch.allclose(
+        vertex_normals(vertices, faces).norm(dim=-1), torch.ones(1).double()
+    )
     # Two faces sharing vertex 0: a big one in the z = 0 plane and a small one in the x = 0 plane.
     points = torch.tensor([[0.0, 0, 0], [4, 0, 0], [0, 4, 0], [0, 1, 0], [0, 0, 1]], dtype=torch.float64)
     two_faces = torch.tensor([[0, 1, 2], [0, 3, 4]])
@@ -459,3 +538,53 @@ def test_vertex_normals_of_a_sphere_are_radial_and_area_weighted():
     torch.testing.assert_close(normals, torch.tensor([[0.0, 0, 1], [1, 0, 0]], dtype=torch.float64))
     expected = F.normalize(torch.tensor([0.0, 0, 1]) * 8.0 + torch.tensor([1.0, 0, 0]) * 0.5, dim=0)
     torch.testing.assert_close(vertex_normals(points, two_faces)[0], expected.double())
+
+
+# ---------------------------------------------------------------------------------------
+# Backends
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("perspective", [True, False])
+def test_nvdiffrast_clip_space_conversion_round_trips(perspective):
+    """The adapter's clip space maps back onto our pixel grid and keeps the depth order."""
+    from headforge.raster.nvdiffrast_backend import clip_space_corners
+
+    generator = torch.Generator().manual_seed(6)
+    height, width = 24, 40
+    corners = torch.rand(2, 5, 3, 3, generator=generator, dtype=torch.float64)
+    corners = corners * torch.tensor([width, height, 2.0], dtype=torch.float64) + torch.tensor(
+        [0.0, 0.0, 1.0]
+    )
+    if not perspective:
+        corners[..., 2] -= 2.0  # orthographic depths may be negative
+    keep = torch.ones(2, 5, dtype=torch.bool)
+    keep[1, 3] = False
+    corners[1, 3, 0, 0] = float("nan")
+    clip = clip_space_corners(corners, keep, height, width, perspective).double()
+    ndc = clip[..., :3] / clip[..., 3:]
+    kept = keep[..., None].expand(2, 5, 3)
+    torch.testing.assert_close(
+        ((ndc[..., 0] + 1) / 2 * width)[kept], corners[..., 0][kept], atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        ((ndc[..., 1] + 1) / 2 * height)[kept], corners[..., 1][kept], atol=1e-4, rtol=0
+    )
+    depth, ndc_depth = corners[..., 2][kept], ndc[..., 2][kept]
+    assert (ndc_depth.abs() < 1).all()
+    order = depth.argsort()
+    assert (ndc_depth[order].diff() > 0).all()
+    if perspective:
+        torch.testing.assert_close(clip[..., 3][kept], depth, atol=1e-5, rtol=1e-6)
+    assert torch.isfinite(clip).all() and (clip[1, 3] == clip[1, 3, :1]).all()
+
+
+def test_backend_selection():
+    screen = torch.tensor([[2.0, 2.0, 1.0], [3.0, 14.0, 1.0], [14.0, 8.0, 1.0]])
+    faces = torch.tensor([[0, 1, 2]])
+    reference = rasterize(screen, faces, 16, 16, backend="torch")
+    assert torch.equal(rasterize(screen, faces, 16, 16, backend="auto").face_id, reference.face_id)
+    with pytest.raises(ValueError):
+        rasterize(screen, faces, 16, 16, backend="opengl")
+    with pytest.raises((ImportError, ValueError)):  # no nvdiffrast here, and CPU tensors
+        rasterize(screen, faces, 16, 16, backend="nvdiffrast")

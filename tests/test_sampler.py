@@ -11,9 +11,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from headforge.data.sampler import InfiniteShardedSampler, derive_seed
 
 
-def _rank_samplers(size: int, world_size: int, per_rank: int, seed: int = 0, **kwargs) -> list[InfiniteShardedSampler]:
+def _rank_samplers(
+    size: int, world_size: int, per_rank: int, seed: int = 0, **kwargs
+) -> list[InfiniteShardedSampler]:
     return [
-        InfiniteShardedSampler(size, batch_size_per_rank=per_rank, rank=r, world_size=world_size, seed=seed, **kwargs)
+        InfiniteShardedSampler(
+            size, batch_size_per_rank=per_rank, rank=r, world_size=world_size, seed=seed, **kwargs
+        )
         for r in range(world_size)
     ]
 
@@ -28,12 +32,14 @@ def test_shards_are_disjoint_and_cover_each_epoch(size, world_size, per_rank):
         per_rank_indices = [sampler.indices_for_step(step) for sampler in samplers]
         for k in range(per_rank):
             stream.extend(per_rank_indices[r][k] for r in range(world_size))
-    epochs = [stream[e * size:(e + 1) * size] for e in range(len(stream) // size)]
+    epochs = [stream[e * size : (e + 1) * size] for e in range(len(stream) // size)]
     for epoch_indices in epochs:
         assert sorted(epoch_indices) == list(range(size))
     for e, epoch_indices in enumerate(epochs):  # ranks own disjoint positions of each epoch
-        owners = {r: {epoch_indices[p] for p in range(size) if (e * size + p) % world_size == r}
-                  for r in range(world_size)}
+        owners = {
+            r: {epoch_indices[p] for p in range(size) if (e * size + p) % world_size == r}
+            for r in range(world_size)
+        }
         for a, b in itertools.combinations(owners.values(), 2):
             assert not a & b
     assert len({tuple(epoch) for epoch in epochs}) > 1  # reshuffled between epochs
@@ -43,10 +49,13 @@ def test_resume_from_step_yields_the_same_indices():
     unbroken = iter(_rank_samplers(11, 2, 3, seed=5)[1])
     history = [next(unbroken) for _ in range(3 * 40)]
     for start_step in (0, 1, 7, 25):
-        resumed = iter(InfiniteShardedSampler(11, batch_size_per_rank=3, rank=1, world_size=2, seed=5,
-                                              start_step=start_step))
+        resumed = iter(
+            InfiniteShardedSampler(
+                11, batch_size_per_rank=3, rank=1, world_size=2, seed=5, start_step=start_step
+            )
+        )
         tail = [next(resumed) for _ in range(3 * (40 - start_step))]
-        assert tail == history[3 * start_step:]
+        assert tail == history[3 * start_step :]
 
 
 def test_seed_and_shuffle_control_the_order():

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -19,7 +20,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from toy_gan import build_trainer
 
-from headforge.training import Phase, Trainer, make_adam
+from headforge.training import Phase, Trainer, make_adam, save_image_grid
 from headforge.training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta
 from headforge.training.distributed import DistContext
 
@@ -34,8 +35,20 @@ def _script_env() -> dict[str, str]:
 def _run_toy(out_dir: Path, *args: str) -> dict:
     """Run the toy GAN script to completion and return its summary."""
     result = subprocess.run(
-        [sys.executable, str(TOY_SCRIPT), "--out", str(out_dir), "--steps", str(TOTAL_STEPS), *args],
-        env=_script_env(), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(TOY_SCRIPT),
+            "--out",
+            str(out_dir),
+            "--steps",
+            str(TOTAL_STEPS),
+            "--no-tensorboard",
+            *args,
+        ],
+        env=_script_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary_lines = [line for line in result.stdout.splitlines() if line.startswith("SUMMARY ")]
@@ -44,8 +57,21 @@ def _run_toy(out_dir: Path, *args: str) -> dict:
 
 def _start_slow_toy(out_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(TOY_SCRIPT), "--out", str(out_dir), "--steps", str(TOTAL_STEPS), "--sleep", "0.25"],
-        env=_script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(TOY_SCRIPT),
+            "--out",
+            str(out_dir),
+            "--steps",
+            str(TOTAL_STEPS),
+            "--sleep",
+            "0.25",
+            "--no-tensorboard",
+        ],
+        env=_script_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -90,7 +116,9 @@ def test_toy_gan_trains_and_writes_outputs(tmp_path):
     G, G_ema = trainer.networks["G"], trainer.networks["G_ema"]
     assert not all(torch.equal(a, b) for a, b in zip(G.parameters(), G_ema.parameters()))
     assert torch.equal(G.forward_calls, G_ema.forward_calls)  # buffers are copied, not averaged
-    assert all(p.requires_grad for p in G.parameters()) and not any(p.requires_grad for p in G_ema.parameters())
+    assert all(p.requires_grad for p in G.parameters()) and not any(
+        p.requires_grad for p in G_ema.parameters()
+    )
 
     checkpoints = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
     assert checkpoints == [f"step-0000000{s}.{ext}" for s in (4, 6) for ext in ("json", "safetensors")]
@@ -119,14 +147,14 @@ def test_resume_rejects_a_different_config(tmp_path, caplog):
 
 def test_resume_after_sigkill_equals_unbroken_run(tmp_path, unbroken_run):
     process = _start_slow_toy(tmp_path)
-    _wait_for(tmp_path / "checkpoints" / "step-00000004.json", process)
+    _wait_for(tmp_path / "checkpoints" / "step-00000002.json", process)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
     assert not (tmp_path / "checkpoints" / f"step-{TOTAL_STEPS:08d}.json").exists()
 
     summary = _run_toy(tmp_path, "--resume")
-    assert summary["resumed_from"] in (4, 6) and summary["steps"] == TOTAL_STEPS
+    assert summary["resumed_from"] in (2, 4, 6) and summary["steps"] == TOTAL_STEPS
     _assert_same_checkpoint(unbroken_run, tmp_path / "checkpoints" / f"step-{TOTAL_STEPS:08d}")
 
 
@@ -155,8 +183,19 @@ def _regression_trainer(out_dir: Path, model: nn.Module, batch_size: int = 4, **
         return (ctx.networks["M"](x) - y).square().mean()
 
     phase = Phase("fit", "M", make_adam(model.parameters(), lr=0.05, betas=(0.9, 0.99)), mse)
-    return Trainer({"M": model}, [phase], dataset, batch_size=batch_size, total_kimg=0.04, out_dir=out_dir,
-                   device="cpu", checkpoint_every=None, progress=False, tensorboard=False, **kwargs)
+    return Trainer(
+        {"M": model},
+        [phase],
+        dataset,
+        batch_size=batch_size,
+        total_kimg=0.04,
+        out_dir=out_dir,
+        device="cpu",
+        checkpoint_every=None,
+        progress=False,
+        tensorboard=False,
+        **kwargs,
+    )
 
 
 def test_frozen_parameters_stay_frozen_and_tuples_collate(tmp_path):
@@ -177,3 +216,15 @@ def test_invalid_setups_are_rejected(tmp_path):
         _regression_trainer(tmp_path, model, batch_size=3, dist=DistContext(world_size=2))
     with pytest.raises(ValueError, match="unknown network"):
         _regression_trainer(tmp_path, model, ema_of={"M_ema": "M"})
+
+
+def test_image_grid_layout(tmp_path):
+    images = torch.stack([torch.full((3, 2, 4), value) for value in (-1.0, 1.0, 0.0)])
+    images[2, 0] = 1.0  # third image: red channel on
+    picture = save_image_grid(images, tmp_path / "grid.png", grid=(2, 2))
+    assert picture.shape == (4, 8, 3)  # rows * H, cols * W
+    assert (picture[:2, :4] == 0).all() and (picture[:2, 4:] == 255).all()
+    assert (picture[2:, :4] == [255, 128, 128]).all()
+    assert (picture[2:, 4:] == 0).all()  # empty cell
+    reloaded = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert np.array_equal(reloaded, picture)

@@ -89,6 +89,7 @@ def build_trainer(
     sleep_s: float = 0.0,
     seed: int = 7,
     r1_interval: int = 2,
+    tensorboard: bool = True,
 ) -> Trainer:
     """A Trainer for the toy GAN. ``latents_from_data`` removes all per-rank randomness."""
     torch.manual_seed(seed)  # identical initial weights on every rank
@@ -159,6 +160,7 @@ def build_trainer(
         resume=resume,
         on_step_end=slow_down if sleep_s > 0 else None,
         progress=False,
+        tensorboard=tensorboard,
     )
 
 
@@ -171,19 +173,29 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--latents-from-data", action="store_true")
+    parser.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard (faster start)")
     parser.add_argument("--dump-rank-weights", action="store_true", help="every rank saves its final weights")
     args = parser.parse_args()
     torch.set_num_threads(1)
     trainer = build_trainer(
-        args.out, steps=args.steps, batch_size=args.batch, checkpoint_every=args.checkpoint_every,
-        latents_from_data=args.latents_from_data, resume=args.resume, sleep_s=args.sleep,
+        args.out,
+        steps=args.steps,
+        batch_size=args.batch,
+        checkpoint_every=args.checkpoint_every,
+        latents_from_data=args.latents_from_data,
+        resume=args.resume,
+        sleep_s=args.sleep,
+        tensorboard=not args.no_tensorboard,
     )
     summary = trainer.train()
     if args.dump_rank_weights:
         from safetensors.torch import save_file
 
-        weights = {f"{name}.{key}": value.detach().clone() for name in ("G", "D")
-                   for key, value in trainer.networks[name].state_dict().items()}
+        weights = {
+            f"{name}.{key}": value.detach().clone()
+            for name in ("G", "D")
+            for key, value in trainer.networks[name].state_dict().items()
+        }
         save_file(weights, str(Path(args.out) / f"rank{trainer.dist.rank}.safetensors"))
     if trainer.dist.is_main:
         print("SUMMARY " + json.dumps(summary), flush=True)

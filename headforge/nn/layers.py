@@ -123,15 +123,16 @@ class FullyConnectedLayer(torch.nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight.to(x.dtype) * self.weight_gain
+        # Scaling the (batch, in) input is cheaper than scaling the weight matrix.
+        x_scaled = x * self.weight_gain
         bias = None
         if self.bias is not None:
             bias = self.bias.to(x.dtype)
             if self.bias_gain != 1:
                 bias = bias * self.bias_gain
         if self.activation == "linear":
-            return F.linear(x, weight, bias)
-        return bias_act(F.linear(x, weight), bias, dim=-1, act=self.activation)
+            return F.linear(x_scaled, self.weight.to(x.dtype), bias)
+        return bias_act(F.linear(x_scaled, self.weight.to(x.dtype)), bias, dim=-1, act=self.activation)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
@@ -225,6 +226,9 @@ def conv2d_resample(
         else:
             w = w.reshape(groups, out_channels // groups, in_per_group, kh, kw).transpose(1, 2)
             w = w.reshape(groups * in_per_group, out_channels // groups, kh, kw)
+        # A weight in the input's memory format keeps oneDNN from copying the input.
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        w = w.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         px0 -= kw - 1
         px1 -= kw - up
         py0 -= kh - 1

@@ -33,6 +33,11 @@ from headforge.nn.layers import (
 _HOMOGENEOUS_ACTIVATIONS = ("linear", "relu", "lrelu")
 
 
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4D tensor is laid out channels-last (and not also plain contiguous)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def _in_place_ok(*tensors: torch.Tensor | None) -> bool:
     """Whether in-place updates are safe: autograd is off or records none of ``tensors``."""
     if not torch.is_grad_enabled():
@@ -120,6 +125,40 @@ class MappingNetwork(torch.nn.Module):
         return x.contiguous() if self.num_ws is not None else x
 
 
+def _modulate_weight(weight: torch.Tensor, factors: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Per-sample weights ``weight[None] * factors``: (Cout, Cin, kh, kw) x (B, Cout, Cin, 1, 1) -> (B, Cout, Cin, kh, kw).
+
+    With ``channels_last`` the result is laid out channels-last, so that
+    oneDNN does not copy the (usually much larger) input to match the weight.
+    """
+    if not channels_last:
+        return weight.unsqueeze(0) * factors
+    if _in_place_ok(weight, factors):
+        # Write the product straight into channels-last storage (one pass).
+        batch, out_channels, in_channels, kh, kw = factors.shape[:3] + weight.shape[2:]
+        storage = torch.empty(batch, out_channels, kh, kw, in_channels, dtype=weight.dtype, device=weight.device)
+        return torch.mul(weight.unsqueeze(0), factors, out=storage.permute(0, 1, 4, 2, 3))
+    return weight.contiguous(memory_format=torch.channels_last).unsqueeze(0) * factors
+
+
+def _pointwise_conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """1x1 convolution with per-sample weights as one batched matrix product.
+
+    x (B, Cin, H, W), w (B, Cout, Cin), bias (Cout,) or None -> (B, Cout, H, W), in x's memory layout.
+    """
+    batch, in_channels, height, width = x.shape
+    out_channels = w.shape[1]
+    if _is_channels_last(x):
+        # (B, H*W, Cin) @ (B, Cin, Cout) is already the channels-last output.
+        pixels = x.permute(0, 2, 3, 1).reshape(batch, height * width, in_channels)
+        w_t = w.transpose(1, 2)
+        y = torch.bmm(pixels, w_t) if bias is None else torch.baddbmm(bias, pixels, w_t)
+        return y.reshape(batch, height, width, out_channels).permute(0, 3, 1, 2)
+    pixels = x.reshape(batch, in_channels, height * width)
+    y = torch.bmm(w, pixels) if bias is None else torch.baddbmm(bias[:, None], w, pixels)
+    return y.reshape(batch, out_channels, height, width)
+
+
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -167,36 +206,41 @@ def modulated_conv2d(
         # Pre-normalise (scale-invariant under demodulation) to keep float16 in range.
         weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-    # With no FIR after the convolution, the convolution itself adds the bias.
-    fuse_bias = bias is not None and up == 1
+    # Demodulation coefficients without materialising the modulated weights:
+    # sum_{i,k} (w[o,i,k] s[b,i])^2 = sum_i (sum_k w[o,i,k]^2) s[b,i]^2.
+    dcoefs = None
+    if demodulate:
+        weight_sq = torch.linalg.vector_norm(weight, dim=(2, 3)).square()  # (Cout, Cin)
+        dcoefs = (styles.square() @ weight_sq.t() + 1e-8).rsqrt()  # (B, Cout)
+    out_scale = dcoefs * output_gain if dcoefs is not None else None  # (B, Cout) or None
 
     if fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # (B, Cout, Cin, kh, kw)
-        scale = None
-        if demodulate:
-            scale = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (B, Cout)
-            if output_gain != 1:
-                scale = scale * output_gain
-        elif output_gain != 1:
-            scale = styles.new_full((batch, out_channels), output_gain)
-        if scale is not None:
-            w = w * scale.reshape(batch, -1, 1, 1, 1)
-        conv_bias = None
-        if fuse_bias:
-            conv_bias = (bias * output_gain).to(x.dtype).repeat(batch)
-        y = conv2d_resample(
-            x.reshape(1, batch * in_channels, *x.shape[2:]),
-            w.reshape(batch * out_channels, in_channels, kh, kw).to(x.dtype),
-            f=resample_filter,
-            up=up,
-            down=down,
-            padding=padding,
-            groups=batch,
-            flip_weight=flip_weight,
-            bias=conv_bias,
-        )
-        y = y.reshape(batch, out_channels, *y.shape[2:])
+        # Per-sample weights w[b,o,i] = weight[o,i] * s[b,i] * d[b,o] * gain, one multiply.
+        if out_scale is None:
+            out_scale = styles.new_full((batch, out_channels), output_gain)
+        factors = out_scale.unsqueeze(2) * styles.unsqueeze(1)  # (B, Cout, Cin)
+        factors = factors.reshape(batch, out_channels, in_channels, 1, 1)
+        w = _modulate_weight(weight, factors, channels_last=_is_channels_last(x)).to(x.dtype)
+        # With no FIR after the convolution, the convolution itself adds the bias.
+        bias_done = bias is not None and up == 1
+        conv_bias = (bias * output_gain).to(x.dtype) if bias_done else None
+        if kh == 1 and kw == 1 and up == 1 and down == 1 and padding == 0:
+            y = _pointwise_conv(x, w.reshape(batch, out_channels, in_channels), conv_bias)
+        else:
+            y = conv2d_resample(
+                x.reshape(1, batch * in_channels, *x.shape[2:]),
+                w.reshape(batch * out_channels, in_channels, kh, kw),
+                f=resample_filter,
+                up=up,
+                down=down,
+                padding=padding,
+                groups=batch,
+                flip_weight=flip_weight,
+                bias=conv_bias.repeat(batch) if conv_bias is not None else None,
+            )
+            y = y.reshape(batch, out_channels, *y.shape[2:])
     else:
+        bias_done = False
         y = conv2d_resample(
             x * styles.to(x.dtype).reshape(batch, -1, 1, 1),
             weight.to(x.dtype),
@@ -206,10 +250,8 @@ def modulated_conv2d(
             padding=padding,
             flip_weight=flip_weight,
         )
-        if demodulate:
-            scale = (weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)).square().sum(dim=[2, 3, 4])
-            scale = (scale + 1e-8).rsqrt() * output_gain
-            y = y * scale.to(y.dtype).reshape(batch, -1, 1, 1)
+        if out_scale is not None:
+            y = y * out_scale.to(y.dtype).reshape(batch, -1, 1, 1)
         elif output_gain != 1:
             y = y * output_gain
 
@@ -217,7 +259,7 @@ def modulated_conv2d(
     extra = []
     if noise is not None:
         extra.append(noise.to(y.dtype) * output_gain if output_gain != 1 else noise.to(y.dtype))
-    if bias is not None and not (fused_modconv and fuse_bias):
+    if bias is not None and not bias_done:
         extra.append((bias * output_gain).to(y.dtype).reshape(1, -1, 1, 1))
     for term in extra:
         y = y.add_(term) if inplace else y + term
@@ -374,6 +416,7 @@ class SynthesisBlock(torch.nn.Module):
         use_fp16: bool = False,
         use_noise: bool = True,
         up: int = 2,
+        channels_last: bool | None = None,
         **layer_kwargs,
     ) -> None:
         super().__init__()
@@ -387,6 +430,7 @@ class SynthesisBlock(torch.nn.Module):
         self.architecture = architecture
         self.use_fp16 = use_fp16
         self.up = up
+        self.channels_last = channels_last
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
@@ -425,26 +469,39 @@ class SynthesisBlock(torch.nn.Module):
         if fused_modconv is None:
             fused_modconv = ws.shape[0] == 1 or not torch.is_grad_enabled()
         layer_kwargs = dict(noise_mode=noise_mode, fused_modconv=fused_modconv)
+        channels_last = self.channels_last
+        if channels_last is None:
+            # oneDNN's convolutions (and transposed ones even more) are fastest
+            # channels-last; on CUDA it pays off with float16 only.
+            channels_last = ws.device.type == "cpu" or use_fp16
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-            x = self.conv1(x, next(w_iter), **layer_kwargs)
+            x = self.conv1(x.contiguous(memory_format=memory_format), next(w_iter), **layer_kwargs)
         elif self.architecture == "resnet":
-            x = x.to(dtype)
+            x = x.to(dtype).contiguous(memory_format=memory_format)
             shortcut = self.skip(x, gain=math.sqrt(0.5))
             x = self.conv0(x, next(w_iter), **layer_kwargs)
             x = self.conv1(x, next(w_iter), gain=math.sqrt(0.5), **layer_kwargs)
             x = shortcut + x
         else:
-            x = x.to(dtype)
+            x = x.to(dtype).contiguous(memory_format=memory_format)
             x = self.conv0(x, next(w_iter), **layer_kwargs)
             x = self.conv1(x, next(w_iter), **layer_kwargs)
 
+        img_is_ours = False  # never modify the caller's image in place
         if img is not None and self.up > 1:
             img = upsample2d(img, self.resample_filter, up=self.up)
+            img_is_ours = True
         if self.num_torgb:
             y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(torch.float32)
-            img = y if img is None else (img.add_(y) if _in_place_ok(img, y) else img + y)
+            if img is None:
+                img = y
+            elif img_is_ours and _in_place_ok(img, y):
+                img = img.add_(y)
+            else:
+                img = img + y
         return x, img
 
     def extra_repr(self) -> str:
@@ -529,4 +586,5 @@ class SynthesisNetwork(torch.nn.Module):
             x, img = block(x, img, block_ws, noise_mode=noise_mode, **block_kwargs)
             if return_features:
                 features[block.resolution] = (x, img)
+        img = img.contiguous()  # blocks may run channels-last; hand back the standard layout
         return (img, features) if return_features else img

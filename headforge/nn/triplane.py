@@ -26,7 +26,14 @@ from torch import nn
 
 from headforge.nn.layers import FullyConnectedLayer
 
-__all__ = ["PLANE_LAYOUTS", "project_to_planes", "sample_triplanes", "TriplaneDecoder", "TriplaneField"]
+__all__ = [
+    "PLANE_LAYOUTS",
+    "project_to_planes",
+    "sample_triplanes",
+    "mean_over_planes",
+    "TriplaneDecoder",
+    "TriplaneField",
+]
 
 # layout name -> per plane, the world axes (0 = x, 1 = y, 2 = z) used as (u, v).
 PLANE_LAYOUTS: dict[str, tuple[tuple[int, int], ...]] = {
@@ -102,8 +109,8 @@ def sample_triplanes(
             ``zeros`` points outside the cube read zeros.
 
     Returns:
-        (B, 3, N, C) features per plane (a transposed view; call
-        ``.contiguous()`` if needed).
+        (B, 3, N, C) features per plane, a transposed view of channel-first
+        (B, 3, C, N) storage; reduce over planes with :func:`mean_over_planes`.
     """
     batch, num_planes, channels, height, width = planes.shape
     if num_planes != 3:
@@ -113,6 +120,19 @@ def sample_triplanes(
         planes.reshape(batch * 3, channels, height, width), grid, mode, padding_mode
     )
     return sampled.view(batch, 3, channels, -1).transpose(2, 3)
+
+
+def mean_over_planes(sampled_features: torch.Tensor) -> torch.Tensor:
+    """Average (B, 3, N, C) plane features over the planes -> (B, N, C).
+
+    :func:`sample_triplanes` returns a transposed view of channel-first
+    storage; a reduction over dim 1 of that view is ~50x slower on CPU than
+    the same reduction on the storage's own layout, so reduce there.
+    """
+    channel_first = sampled_features.transpose(2, 3)
+    if channel_first.is_contiguous():
+        return channel_first.mean(dim=1).transpose(1, 2)
+    return sampled_features.mean(dim=1)
 
 
 class TriplaneDecoder(nn.Module):
@@ -151,7 +171,7 @@ class TriplaneDecoder(nn.Module):
         batch, _, num_points, channels = sampled_features.shape
         # Flattening to 2D keeps a transposed (channel-first) input a view for
         # B == 1, which the matmul consumes without a copy.
-        x = sampled_features.mean(dim=1).reshape(batch * num_points, channels)
+        x = mean_over_planes(sampled_features).reshape(batch * num_points, channels)
         x = self.net(x)
         sigma = x[:, :1].reshape(batch, num_points, 1)
         features = torch.sigmoid(x[:, 1:]) * (1 + 2 * 0.001) - 0.001

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["nvdiffrast_face_ids"]
+__all__ = ["clip_space_corners", "nvdiffrast_face_ids"]
 
 _CONTEXTS: dict[torch.device, object] = {}
 
@@ -39,8 +39,11 @@ def _context(device: torch.device):
     return _CONTEXTS[device]
 
 
-def _clip_space(corners: Tensor, keep: Tensor, height: int, width: int, perspective: bool) -> Tensor:
-    """(B, F, 3, 3) screen-space corners -> (B, F, 3, 4) clip-space corners, float32."""
+def clip_space_corners(corners: Tensor, keep: Tensor, height: int, width: int, perspective: bool) -> Tensor:
+    """(B, F, 3, 3) screen-space corners -> (B, F, 3, 4) clip-space corners, float32.
+
+    ``keep`` (B, F) bool marks the faces to draw; the others become zero-area points.
+    """
     x, y, z = corners.double().unbind(-1)
     x_ndc = 2.0 * x / width - 1.0
     y_ndc = 2.0 * y / height - 1.0
@@ -56,9 +59,9 @@ def _clip_space(corners: Tensor, keep: Tensor, height: int, width: int, perspect
         w = torch.ones_like(z)
         z_clip = 1.8 * (z - low + margin) / (high - low + 2.0 * margin) - 0.9
     clip = torch.stack([x_ndc * w, y_ndc * w, z_clip, w], dim=-1)
-    # Collapse dropped faces onto their first corner: zero area, never rasterized.
-    clip = torch.where(keep[..., None, None], clip, clip[:, :, :1].expand_as(clip))
-    return clip.float()
+    # Collapse dropped faces (which may hold NaNs) to the point (0, 0, 0, 1): zero area, never drawn.
+    collapsed = clip.new_tensor([0.0, 0.0, 0.0, 1.0]).expand_as(clip)
+    return torch.where(keep[..., None, None], clip, collapsed).float()
 
 
 def nvdiffrast_face_ids(
@@ -83,7 +86,7 @@ def nvdiffrast_face_ids(
     batch, num_faces = keep.shape
     if num_faces == 0:
         return torch.full((batch, height, width), -1, dtype=torch.int64, device=screen_vertices.device)
-    clip = _clip_space(screen_vertices[:, faces], keep, height, width, perspective)
+    clip = clip_space_corners(screen_vertices[:, faces], keep, height, width, perspective)
     positions = clip.reshape(batch, num_faces * 3, 4).contiguous()
     triangles = torch.arange(num_faces * 3, dtype=torch.int32, device=clip.device).view(num_faces, 3)
     raster, _ = dr.rasterize(_context(clip.device), positions, triangles, resolution=[height, width])

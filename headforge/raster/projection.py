@@ -13,12 +13,15 @@ from headforge.cameras import project_points
 
 __all__ = ["orthographic_screen_vertices", "orthographic_view_matrix", "perspective_screen_vertices"]
 
-# Rows: world direction of the pixel x axis, the pixel y axis and the dropped (depth) axis.
-_PLANE_AXES = {
-    "xy": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
-    "xz": ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 0.0)),
-    "yz": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (1.0, 0.0, 0.0)),
-}
+_AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
+
+
+def _plane_axes_matrix(axes: str) -> Tensor:
+    """Rows: world direction of the pixel x axis, the pixel y axis and the dropped (depth) axis."""
+    if len(axes) != 2 or set(axes) - set(_AXIS_INDEX) or axes[0] == axes[1]:
+        raise ValueError(f"axes must name two different world axes such as 'xy', 'xz', 'yz', got {axes!r}")
+    first, second = _AXIS_INDEX[axes[0]], _AXIS_INDEX[axes[1]]
+    return torch.eye(3)[[first, second, 3 - first - second]]
 
 
 def perspective_screen_vertices(
@@ -61,12 +64,7 @@ def orthographic_view_matrix(axes: str | Tensor = "xy", depth_axis_sign: float =
     (``faces[:, [0, 2, 1]]``) before rasterizing with ``cull_backfaces=True``.  With the default
     sign, 'xy' and 'yz' are mirrored and 'xz' is not.
     """
-    if isinstance(axes, str):
-        if axes not in _PLANE_AXES:
-            raise ValueError(f"axes must be 'xy', 'xz', 'yz' or a rotation matrix, got {axes!r}")
-        matrix = torch.tensor(_PLANE_AXES[axes])
-    else:
-        matrix = axes
+    matrix = _plane_axes_matrix(axes) if isinstance(axes, str) else axes
     if matrix.shape[-2:] != (3, 3):
         raise ValueError(f"axes matrix must be (3, 3) or (B, 3, 3), got {tuple(matrix.shape)}")
     sign = matrix.new_tensor([1.0, 1.0, depth_axis_sign])
@@ -97,6 +95,9 @@ def orthographic_screen_vertices(
     'yz'    world y                world z                s * x  (s=-1: seen from +x)
     ======  =====================  =====================  ==========================
 
+    Any other pair of axes works the same way, e.g. 'zx' (column = z, row = x) for the third
+    plane of EG3D's layout (``headforge.nn.triplane.PLANE_LAYOUTS["eg3d"]``).
+
     The z-buffer keeps the smallest depth, so with the default ``depth_axis_sign = -1`` each
     plane shows the surface nearest to a viewer on the positive side of the dropped axis
     (the face for 'xy' since heads face +z); use +1 for the opposite side (Next3D rasterizes
@@ -105,8 +106,9 @@ def orthographic_screen_vertices(
 
     Args:
         vertices: (B, V, 3) or (V, 3) world points.
-        axes: 'xy', 'xz', 'yz', or a (3, 3) / (B, 3, 3) matrix whose rows are the world
-            directions of the pixel x axis, the pixel y axis and the depth axis.
+        axes: two world axes (column axis, row axis) such as 'xy', 'xz', 'yz', 'zx', or a
+            (3, 3) / (B, 3, 3) matrix whose rows are the world directions of the pixel x axis,
+            the pixel y axis and the depth axis.
         extent: half size of the square plane in world units (box_warp / 2).
         height, width: plane resolution in pixels.
         depth_axis_sign: multiplies the third (depth) coordinate.

@@ -119,7 +119,7 @@ def rasterize(
         near: near-plane depth for perspective rasterization.
         candidate_budget: torch backend only; upper bound (to within 2x) on the number of
             (triangle, pixel) candidates processed at once, which bounds memory to roughly
-            ``150 bytes * candidate_budget``.
+            ``200 bytes * candidate_budget``.
 
     Returns:
         :class:`Fragments` with (B, H, W) tensors on the input's device.

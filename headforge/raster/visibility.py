@@ -26,7 +26,10 @@ __all__ = ["DEFAULT_CANDIDATE_BUDGET", "EDGE_TOLERANCE_PX", "face_keep_mask", "v
 #: float rounding cannot open holes between triangles sharing an edge.
 EDGE_TOLERANCE_PX = 1e-4
 
-#: Default number of (triangle, pixel) candidates evaluated per chunk (~150 MB peak).
+#: Triangles whose smallest altitude is below this (pixels) are dropped as degenerate.
+MIN_ALTITUDE_PX = 1e-6
+
+#: Default number of (triangle, pixel) candidates evaluated per chunk (~200 MB peak).
 DEFAULT_CANDIDATE_BUDGET = 1 << 20
 
 _BACKGROUND_KEY = torch.iinfo(torch.int64).max
@@ -53,7 +56,7 @@ def face_keep_mask(
 ) -> Tensor:
     """(B, F) bool: triangles that may cover a pixel centre.
 
-    Drops non-finite and zero-area triangles, triangles with a vertex at ``z <= near``
+    Drops non-finite and (near) zero-area triangles, triangles with a vertex at ``z <= near``
     (perspective only), clockwise-on-screen triangles when culling, and triangles whose
     bounding box contains no pixel centre of the image.
     """
@@ -62,7 +65,11 @@ def face_keep_mask(
     twice_area = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (x[..., 2] - x[..., 0]) * (
         y[..., 1] - y[..., 0]
     )
-    keep = torch.isfinite(corners).flatten(-2).all(-1) & (twice_area != 0)
+    edge_vectors = corners[..., :2] - corners[..., [1, 2, 0], :2]
+    longest_edge = torch.linalg.vector_norm(edge_vectors, dim=-1).amax(-1)
+    # Slivers thinner than MIN_ALTITUDE_PX behave like the zero-area limit (and would overflow
+    # the barycentric gradients in float32).
+    keep = torch.isfinite(corners).flatten(-2).all(-1) & (twice_area.abs() > MIN_ALTITUDE_PX * longest_edge)
     if perspective:
         keep &= (z > near).all(-1)
     if cull_backfaces:
@@ -72,43 +79,43 @@ def face_keep_mask(
     return keep & (col_last >= col_first) & (row_last >= row_first)
 
 
-def _triangle_setup(corners: Tensor, perspective: bool, compute_dtype: torch.dtype) -> Tensor:
-    """Per-triangle coefficients, (T, 12): origin x0, y0; 2x2 inverse edge matrix (row major);
-    z-buffer quantity q at corner 0 and its increments along b1, b2; per-edge tolerance in
-    barycentric units.  Computed in float64 so that tiny triangles keep accurate inverses.
+def _triangle_setup(
+    corners: Tensor, origin_x: Tensor, origin_y: Tensor, perspective: bool, compute_dtype: torch.dtype
+) -> Tensor:
+    """Per-triangle affine functions of the pixel offset from an on-screen origin, (T, 15).
+
+    Columns: the three barycentrics at the origin (a pixel centre), their (d/dx, d/dy) per
+    pixel step (6 columns, corner by corner), the z-buffer quantity q at the origin and its
+    two derivatives, and per-edge tolerances in barycentric units.  Computed in float64 and
+    each barycentric on its own (not as 1 - b1 - b2), so that float32 candidates stay exact
+    near every edge even when the triangle's vertices lie far off screen.
     """
-    corners = corners.double()
-    x, y, z = corners.unbind(-1)  # (T, 3)
+    x, y, z = corners.double().unbind(-1)  # (T, 3)
     e1x, e1y = x[:, 1] - x[:, 0], y[:, 1] - y[:, 0]
     e2x, e2y = x[:, 2] - x[:, 0], y[:, 2] - y[:, 0]
     det = e1x * e2y - e2x * e1y
+    grad_b1 = torch.stack([e2y / det, -e2x / det], dim=-1)  # (T, 2)
+    grad_b2 = torch.stack([-e1y / det, e1x / det], dim=-1)
+    grad_b0 = -(grad_b1 + grad_b2)
+    gradients = torch.stack([grad_b0, grad_b1, grad_b2], dim=1)  # (T, 3, 2)
+    # Each barycentric vanishes on its opposite edge: evaluate it from a corner of that edge.
+    next_corner = [1, 2, 0]
+    offset = torch.stack(
+        [origin_x.double()[:, None] - x[:, next_corner], origin_y.double()[:, None] - y[:, next_corner]], -1
+    )
+    at_origin = (gradients * offset).sum(-1)  # b_k at the origin, (T, 3)
     # q is affine in screen space: z for orthographic, 1/z for perspective projection.
     q = 1.0 / z if perspective else z
+    q_at_origin = (q * at_origin).sum(-1, keepdim=True)
+    q_gradient = (q[:, :, None] * gradients).sum(1)  # (T, 2)
     # Barycentric b_k equals distance-to-opposite-edge / altitude_k = dist * |edge_k| / |det|.
     edge_len = torch.stack(
-        [
-            torch.hypot(x[:, 2] - x[:, 1], y[:, 2] - y[:, 1]),
-            torch.hypot(e2x, e2y),
-            torch.hypot(e1x, e1y),
-        ],
+        [torch.hypot(x[:, 2] - x[:, 1], y[:, 2] - y[:, 1]), torch.hypot(e2x, e2y), torch.hypot(e1x, e1y)],
         dim=-1,
     )
     tolerance = EDGE_TOLERANCE_PX * edge_len / det.abs()[:, None]
-    coefficients = torch.stack(
-        [
-            x[:, 0],
-            y[:, 0],
-            e2y / det,
-            -e2x / det,
-            -e1y / det,
-            e1x / det,
-            q[:, 0],
-            q[:, 1] - q[:, 0],
-            q[:, 2] - q[:, 0],
-        ],
-        dim=-1,
-    )
-    return torch.cat([coefficients, tolerance], dim=-1).to(compute_dtype)
+    coefficients = [at_origin, gradients.flatten(1), q_at_origin, q_gradient, tolerance]
+    return torch.cat(coefficients, dim=-1).to(compute_dtype)
 
 
 def _ragged_arange(counts: Tensor) -> tuple[Tensor, Tensor]:
@@ -150,46 +157,46 @@ def visible_face_ids(
         (B, H, W) int64 face ids, -1 where no triangle covers the pixel centre.
     """
     device = screen_vertices.device
-    batch, num_faces = keep.shape
+    batch = keep.shape[0]
     compute_dtype = torch.float64 if screen_vertices.dtype == torch.float64 else torch.float32
     zbuffer = torch.full((batch * height * width,), _BACKGROUND_KEY, dtype=torch.int64, device=device)
 
     tri_batch, tri_face = keep.nonzero(as_tuple=True)  # (T,)
     if tri_batch.numel() > 0:
         corners = screen_vertices[tri_batch[:, None], faces[tri_face]]  # (T, 3, 3)
-        coefficients = _triangle_setup(corners, perspective, compute_dtype)
         col_first, col_last = _pixel_range(corners[..., 0].amin(-1), corners[..., 0].amax(-1), width)
         row_first, row_last = _pixel_range(corners[..., 1].amin(-1), corners[..., 1].amax(-1), height)
         box_width = col_last - col_first + 1
         box_height = row_last - row_first + 1
+        box_origin_pixel = (tri_batch * height + row_first) * width + col_first  # flat z-buffer index
+        coefficients = _triangle_setup(corners, col_first + 0.5, row_first + 0.5, perspective, compute_dtype)
 
         # Split boxes larger than the budget into bands of rows.
         rows_per_piece = (candidate_budget // box_width).clamp(min=1)
         piece_tri, piece_index = _ragged_arange((box_height + rows_per_piece - 1) // rows_per_piece)
-        piece_row = row_first[piece_tri] + piece_index * rows_per_piece[piece_tri]
-        piece_rows = torch.minimum(rows_per_piece[piece_tri], row_last[piece_tri] + 1 - piece_row)
+        piece_first_row = piece_index * rows_per_piece[piece_tri]  # relative to the box
+        piece_rows = torch.minimum(rows_per_piece[piece_tri], box_height[piece_tri] - piece_first_row)
         piece_size = piece_rows * box_width[piece_tri]
 
         # Consecutive pieces whose first candidate falls in the same budget window form a group.
         group = (torch.cumsum(piece_size, 0) - piece_size) // candidate_budget
-        group_sizes = torch.unique_consecutive(group, return_counts=True)[1].tolist()
-        for pieces in torch.arange(piece_tri.numel(), device=device).split(group_sizes):
-            owner, local = _ragged_arange(piece_size[pieces])
-            piece = pieces.index_select(0, owner)
+        group_start = 0
+        for group_size in torch.unique_consecutive(group, return_counts=True)[1].tolist():
+            owner, local = _ragged_arange(piece_size[group_start : group_start + group_size])
+            piece = owner + group_start
+            group_start += group_size
             tri = piece_tri.index_select(0, piece)
             width_of_box = box_width.index_select(0, tri)
-            row_offset = local // width_of_box
-            row = piece_row.index_select(0, piece) + row_offset
-            col = col_first.index_select(0, tri) + (local - row_offset * width_of_box)
+            row_in_piece = local // width_of_box
+            box_row = piece_first_row.index_select(0, piece) + row_in_piece
+            box_col = local - row_in_piece * width_of_box
             _splat_candidates(
                 zbuffer,
                 coefficients.index_select(0, tri),
-                tri_batch.index_select(0, tri),
                 tri_face.index_select(0, tri),
-                row,
-                col,
-                height,
-                width,
+                box_origin_pixel.index_select(0, tri) + box_row * width + box_col,
+                box_row,
+                box_col,
                 perspective,
             )
 
@@ -200,29 +207,28 @@ def visible_face_ids(
 def _splat_candidates(
     zbuffer: Tensor,
     coefficients: Tensor,
-    batch_index: Tensor,
     face: Tensor,
-    row: Tensor,
-    col: Tensor,
-    height: int,
-    width: int,
+    pixel: Tensor,
+    box_row: Tensor,
+    box_col: Tensor,
     perspective: bool,
 ) -> None:
-    """Edge-test candidate pixels (N,) against their triangles' coefficients (N, 12) and
-    min-reduce the (depth, face) keys of the covered ones into the flat z-buffer in place."""
-    x0, y0, m00, m01, m10, m11, q0, dq1, dq2, tol0, tol1, tol2 = coefficients.unbind(-1)
-    dx = col.to(coefficients.dtype) + 0.5 - x0
-    dy = row.to(coefficients.dtype) + 0.5 - y0
-    b1 = m00 * dx + m01 * dy
-    b2 = m10 * dx + m11 * dy
-    q = q0 + dq1 * b1 + dq2 * b2
-    inside = (b1 >= -tol1) & (b2 >= -tol2) & (1.0 - b1 - b2 >= -tol0)
+    """Edge-test N candidates and min-reduce the (depth, face) keys of covered ones into the
+    flat z-buffer in place.  coefficients (N, 15) from :func:`_triangle_setup`; face, pixel
+    (flat z-buffer index), box_row, box_col (offsets from the triangle's box origin): (N,)."""
+    coefficients = coefficients.T  # (15, N): rows are cheap views
+    dx = box_col.to(coefficients.dtype)
+    dy = box_row.to(coefficients.dtype)
+    inside = torch.ones_like(dx, dtype=torch.bool)
+    for k in range(3):
+        bary = coefficients[k] + coefficients[3 + 2 * k] * dx + coefficients[4 + 2 * k] * dy
+        inside &= bary >= -coefficients[12 + k]
+    q = coefficients[9] + coefficients[10] * dx + coefficients[11] * dy
     if perspective:
         inside &= q > 0
         depth = 1.0 / q
     else:
         depth = q
     inside &= torch.isfinite(depth)
-    pixel = (batch_index * height + row) * width + col
     keys = _depth_face_keys(depth[inside], face[inside])
     zbuffer.scatter_reduce_(0, pixel[inside], keys, reduce="amin")

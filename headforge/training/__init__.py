@@ -14,6 +14,7 @@
 from headforge.training.checkpoint import (
     CheckpointError,
     CheckpointManager,
+    latest_checkpoint,
     load_checkpoint,
     load_module_state,
     read_checkpoint_meta,
@@ -36,6 +37,7 @@ __all__ = [
     "StepInfo",
     "Trainer",
     "init_distributed",
+    "latest_checkpoint",
     "load_checkpoint",
     "load_module_state",
     "make_adam",

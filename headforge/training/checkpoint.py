@@ -53,6 +53,7 @@ __all__ = [
     "checkpoint_paths",
     "flatten_module_state",
     "flatten_optimizer_state",
+    "latest_checkpoint",
     "load_checkpoint",
     "load_module_state",
     "load_optimizer_state",
@@ -235,6 +236,17 @@ def load_checkpoint(
     return tensors, document["meta"]
 
 
+def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """Stem of the newest valid checkpoint in a run folder (its ``checkpoints/``) or a checkpoint folder.
+
+    Returns:
+        The stem, or ``None`` when the folder holds no valid checkpoint (or does not exist).
+    """
+    directory = Path(directory)
+    folder = directory / "checkpoints" if (directory / "checkpoints").is_dir() else directory
+    return CheckpointManager(folder).latest_valid()
+
+
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """Turn what a user typed into a checkpoint stem.
 
@@ -246,10 +258,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     if path.is_dir():
-        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        stem = CheckpointManager(folder).latest_valid()
+        stem = latest_checkpoint(path)
         if stem is None:
-            raise CheckpointError(f"no valid checkpoint found in {folder}")
+            raise CheckpointError(f"no valid checkpoint found in {path}")
         return stem
     return _stem(path)
 

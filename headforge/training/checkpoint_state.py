@@ -73,7 +73,9 @@ def load_module_state(
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatches raise even when not strict
-        raise CheckpointError(f"cannot load tensors under {prefix!r} into {type(module).__name__}: {error}") from error
+        raise CheckpointError(
+            f"cannot load tensors under {prefix!r} into {type(module).__name__}: {error}"
+        ) from error
     if strict and (result.missing_keys or result.unexpected_keys):
         raise CheckpointError(
             f"checkpoint tensors under {prefix!r} do not match {type(module).__name__}: "

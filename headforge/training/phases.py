@@ -22,7 +22,17 @@ from headforge.training.losses import lazy_regularization_adjustment
 if TYPE_CHECKING:
     from headforge.training.trainer import Trainer
 
-__all__ = ["LossOutput", "Phase", "PhaseContext", "StepInfo", "make_adam"]
+__all__ = [
+    "LossOutput",
+    "Phase",
+    "PhaseContext",
+    "StepInfo",
+    "make_adam",
+    "split_loss_output",
+    "validate_setup",
+]
+
+RESERVED_NETWORK_NAMES = ("opt", "rng")  # top-level checkpoint prefixes
 
 #: What a phase's ``loss_fn`` returns: a scalar tensor to back-propagate, or a
 #: mapping with that tensor under ``"loss"`` plus extra scalars to log.
@@ -140,3 +150,58 @@ def make_adam(
     """
     lr, betas = lazy_regularization_adjustment(lr, betas, interval)
     return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
+
+
+def split_loss_output(output: LossOutput, phase: str) -> tuple[Tensor, dict[str, Tensor | float]]:
+    """``(loss to back-propagate, extra scalars)`` from what a phase's ``loss_fn`` returned.
+
+    Raises:
+        KeyError: a mapping without ``"loss"``.
+        ValueError: a loss that is not a scalar.
+    """
+    if isinstance(output, Tensor):
+        loss, extras = output, {}
+    else:
+        if "loss" not in output:
+            raise KeyError(f"phase {phase!r}: loss_fn returned a mapping without a 'loss' entry")
+        loss, extras = output["loss"], {key: value for key, value in output.items() if key != "loss"}
+    if not isinstance(loss, Tensor) or loss.ndim != 0:
+        raise ValueError(
+            f"phase {phase!r}: the loss must be a scalar tensor, got {getattr(loss, 'shape', loss)}"
+        )
+    return loss, extras
+
+
+def validate_setup(
+    networks: Mapping[str, nn.Module],
+    phases: Iterable[Phase],
+    ema_of: Mapping[str, str],
+    batch_size: int,
+    world_size: int,
+) -> None:
+    """Reject trainer set-ups that cannot work, with a message saying why.
+
+    Raises:
+        ValueError: bad network names, duplicate phase names, phases training
+            unknown or EMA networks, unknown EMA pairs, or a batch size that
+            does not divide by the world size.
+    """
+    for name in networks:
+        if "." in name or name in RESERVED_NETWORK_NAMES:
+            raise ValueError(
+                f"network name {name!r} may not contain '.' nor be one of {RESERVED_NETWORK_NAMES}"
+            )
+    phases = list(phases)
+    names = [phase.name for phase in phases]
+    if len(set(names)) != len(names):
+        raise ValueError(f"phase names must be unique, got {names}")
+    for phase in phases:
+        if phase.module not in networks:
+            raise ValueError(f"phase {phase.name!r} trains unknown network {phase.module!r}")
+        if phase.module in ema_of:
+            raise ValueError(f"phase {phase.name!r} trains the EMA copy {phase.module!r}")
+    for ema_name, source in ema_of.items():
+        if ema_name not in networks or source not in networks:
+            raise ValueError(f"ema_of entry {ema_name!r}: {source!r} names an unknown network")
+    if batch_size <= 0 or batch_size % world_size:
+        raise ValueError(f"batch_size {batch_size} must be a positive multiple of world size {world_size}")

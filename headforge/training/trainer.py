@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from headforge.data.sampler import InfiniteShardedSampler, derive_seed
-from headforge.training.checkpoint import CheckpointError, CheckpointManager
+from headforge.training.checkpoint import CheckpointManager
 from headforge.training.distributed import (
     DistContext,
     all_reduce_gradients,
@@ -44,21 +44,26 @@ from headforge.training.distributed import (
     reduce_scalar_dict,
 )
 from headforge.training.ema import ExponentialMovingAverage
-from headforge.training.phases import Phase, PhaseContext, StepInfo, make_adam
+from headforge.training.phases import (
+    Phase,
+    PhaseContext,
+    StepInfo,
+    make_adam,
+    split_loss_output,
+    validate_setup,
+)
 from headforge.training.run_log import RunLog
 from headforge.training.schedules import kimg_to_steps
 from headforge.training.trainer_state import (
     build_checkpoint,
-    config_differences,
     move_to_device,
     optimizer_keys,
-    restore_checkpoint,
+    resume_from_latest,
 )
 
 __all__ = ["Trainer", "make_adam"]
 
 _log = logging.getLogger("headforge.training")
-_RESERVED_NAMES = ("opt", "rng")
 
 
 class Trainer:
@@ -138,7 +143,7 @@ class Trainer:
         self.networks = dict(networks)
         self.phases = list(phases)
         self.ema_of = dict(ema_of or {})
-        self._validate(batch_size)
+        validate_setup(self.networks, self.phases, self.ema_of, batch_size, self.dist.world_size)
         self.dataset = dataset
         self.batch_size = batch_size
         self.batch_size_per_rank = batch_size // self.dist.world_size
@@ -183,60 +188,12 @@ class Trainer:
             name: [p.requires_grad for p in m.parameters()] for name, m in self.networks.items()
         }
 
-    def _validate(self, batch_size: int) -> None:
-        for name in self.networks:
-            if "." in name or name in _RESERVED_NAMES:
-                raise ValueError(f"network name {name!r} may not contain '.' nor be one of {_RESERVED_NAMES}")
-        names = [phase.name for phase in self.phases]
-        if len(set(names)) != len(names):
-            raise ValueError(f"phase names must be unique, got {names}")
-        for phase in self.phases:
-            if phase.module not in self.networks:
-                raise ValueError(f"phase {phase.name!r} trains unknown network {phase.module!r}")
-            if phase.module in self.ema_of:
-                raise ValueError(f"phase {phase.name!r} trains the EMA copy {phase.module!r}")
-        for ema_name, source in self.ema_of.items():
-            if ema_name not in self.networks or source not in self.networks:
-                raise ValueError(f"ema_of entry {ema_name!r}: {source!r} names an unknown network")
-        if batch_size <= 0 or batch_size % self.dist.world_size:
-            raise ValueError(
-                f"batch_size {batch_size} must be a positive multiple of world size {self.dist.world_size}"
-            )
-
     @property
     def cur_nimg(self) -> int:
         """Images shown so far (all ranks): ``step * batch_size``."""
         return self.step * self.batch_size
 
     # ------------------------------------------------------------------ resume / checkpoint
-
-    def _resume(self) -> None:
-        loaded = self.checkpoints.load_latest(device="cpu")
-        if loaded is None:
-            _log.info("no checkpoint in %s; starting fresh", self.checkpoints.directory)
-            return
-        stem, tensors, meta = loaded
-        differences = config_differences(meta.get("config", {}), self.config)
-        if differences:
-            raise CheckpointError(
-                f"config of {stem}.json differs from this run at: {', '.join(differences[:10])}; "
-                "use a new out_dir or the stored config"
-            )
-        if meta.get("batch_size") != self.batch_size:
-            raise CheckpointError(
-                f"{stem}.json was trained with batch_size {meta.get('batch_size')}, not {self.batch_size}"
-            )
-        if meta.get("world_size") != self.dist.world_size:
-            _log.warning(
-                "resuming a %s-process run on %s processes: per-rank randomness differs",
-                meta.get("world_size"),
-                self.dist.world_size,
-            )
-        restore_checkpoint(self, tensors, meta, restore_rng=self.dist.is_main)
-        self.step = int(meta["step"])
-        self.resumed_from = self.step
-        self.last_checkpoint = stem
-        _log.info("resumed from %s (step %d, %.3f kimg)", stem, self.step, self.cur_nimg / 1000)
 
     def save_checkpoint(self) -> Path | None:
         """Write the checkpoint of the current step (rank 0 only) and return its stem."""
@@ -284,14 +241,7 @@ class Trainer:
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else contextlib.nullcontext()
         with autocast:
             output = phase.loss_fn(ctx)
-        if isinstance(output, Tensor):
-            loss, extras = output, {}
-        else:
-            if "loss" not in output:
-                raise KeyError(f"phase {phase.name!r}: loss_fn returned a mapping without a 'loss' entry")
-            loss, extras = output["loss"], {k: v for k, v in output.items() if k != "loss"}
-        if loss.ndim != 0:
-            raise ValueError(f"phase {phase.name!r}: loss must be a scalar, got shape {tuple(loss.shape)}")
+        loss, extras = split_loss_output(output, phase.name)
         scaler = self.scalers.get(phase.name)
         (scaler.scale(loss) if scaler is not None else loss).backward()
         params = [p for group in phase.optimizer.param_groups for p in group["params"]]
@@ -404,6 +354,56 @@ class Trainer:
             generator=torch.Generator().manual_seed(derive_seed(self.seed, self.dist.rank, "loader")),
         )
 
+    def _loop(self) -> bool:
+        """Run steps until the end or an agreed stop; returns whether training was interrupted."""
+        saved_step = self.step if self.resumed_from is not None else None
+        snapshot_step = None
+        interrupted = False
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (self.progress and self.dist.is_main),
+        )
+        batches = iter(self._make_loader())
+        interval_start, interval_steps = time.perf_counter(), 0
+        try:
+            while self.step < self.total_steps:
+                if self._stop_agreed():
+                    interrupted = True
+                    break
+                batch = move_to_device(next(batches), self.device)
+                for tag, value in self._train_step(batch).items():
+                    self._pending.setdefault(tag, []).append(value)
+                interval_steps += 1
+                bar.update(1)
+                if self.step % self.log_every == 0:
+                    self._log_scalars((time.perf_counter() - interval_start) / interval_steps)
+                    bar.set_postfix(
+                        {
+                            k.removeprefix("Loss/"): f"{v:.3f}"
+                            for k, v in self.last_scalars.items()
+                            if k.startswith("Loss/")
+                        }
+                    )
+                    interval_start, interval_steps = time.perf_counter(), 0
+                if self.snapshot_every and self.step % self.snapshot_every == 0:
+                    self._snapshot_images()
+                    snapshot_step = self.step
+                if self.checkpoint_every and self.step % self.checkpoint_every == 0:
+                    self.save_checkpoint()
+                    saved_step = self.step
+        finally:
+            bar.close()
+        if self._pending:
+            self._log_scalars((time.perf_counter() - interval_start) / max(interval_steps, 1))
+        if snapshot_step != self.step and not interrupted:
+            self._snapshot_images()
+        if saved_step != self.step:
+            self.save_checkpoint()
+        return interrupted
+
     def train(self) -> dict[str, Any]:
         """Train to ``total_kimg`` / ``max_steps`` and return a summary.
 
@@ -416,51 +416,17 @@ class Trainer:
         """
         started = time.perf_counter()
         if self.resume:
-            self._resume()
+            resume_from_latest(self)
         handlers = {}
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 handlers[signum] = signal.signal(signum, self._request_stop)
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            unit="step",
-            dynamic_ncols=True,
-            disable=not (self.progress and self.dist.is_main),
-        )
-        interrupted = False
-        saved_step = self.step if self.resumed_from is not None else -1
         try:
-            batches = iter(self._make_loader())
-            interval_start, interval_steps = time.perf_counter(), 0
-            while self.step < self.total_steps:
-                if self._stop_agreed():
-                    interrupted = True
-                    break
-                batch = move_to_device(next(batches), self.device)
-                for tag, value in self._train_step(batch).items():
-                    self._pending.setdefault(tag, []).append(value)
-                interval_steps += 1
-                bar.update(1)
-                if self.step % self.log_every == 0:
-                    self._log_scalars((time.perf_counter() - interval_start) / interval_steps)
-                    interval_start, interval_steps = time.perf_counter(), 0
-                if self.snapshot_every and self.step % self.snapshot_every == 0:
-                    self._snapshot_images()
-                if self.checkpoint_every and self.step % self.checkpoint_every == 0:
-                    self.save_checkpoint()
-                    saved_step = self.step
+            interrupted = self._loop()
         finally:
-            bar.close()
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
-        if self._pending:
-            self._log_scalars((time.perf_counter() - interval_start) / max(interval_steps, 1))
-        if saved_step != self.step:
-            if not interrupted:
-                self._snapshot_images()
-            self.save_checkpoint()
-        self.run_log.close()
+            self.run_log.close()
         return {
             "steps": self.step,
             "kimg": self.cur_nimg / 1000,

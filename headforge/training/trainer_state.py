@@ -12,6 +12,7 @@ Checkpoint layout written by the trainer (see :mod:`headforge.training.checkpoin
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,16 @@ from headforge.training.phases import Phase
 if TYPE_CHECKING:
     from headforge.training.trainer import Trainer
 
-__all__ = ["build_checkpoint", "config_differences", "move_to_device", "optimizer_keys", "restore_checkpoint"]
+__all__ = [
+    "build_checkpoint",
+    "config_differences",
+    "move_to_device",
+    "optimizer_keys",
+    "restore_checkpoint",
+    "resume_from_latest",
+]
+
+_log = logging.getLogger("headforge.training")
 
 
 def optimizer_keys(phases: Sequence[Phase]) -> dict[str, torch.optim.Optimizer]:
@@ -57,6 +67,8 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
         return batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
         return {key: move_to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(move_to_device(value, device) for value in batch))
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_to_device(value, device) for value in batch)
     return batch
@@ -129,4 +141,42 @@ def restore_checkpoint(
         if state:
             scaler.load_state_dict(state)
     if restore_rng:
-        pass
+        restore_rng_state(tensors, meta["rng"])
+
+
+def resume_from_latest(trainer: Trainer) -> None:
+    """Load the newest valid checkpoint of ``trainer.checkpoints`` into ``trainer``, if there is one.
+
+    Every rank reads the file (the run folder must be shared, as on one
+    machine); only rank 0 restores the saved RNG states, which is harmless
+    because the trainer re-seeds all RNGs at every step.
+
+    Raises:
+        CheckpointError: the stored config or batch size differs from the trainer's.
+    """
+    loaded = trainer.checkpoints.load_latest(device="cpu")
+    if loaded is None:
+        _log.info("no checkpoint in %s; starting fresh", trainer.checkpoints.directory)
+        return
+    stem, tensors, meta = loaded
+    differences = config_differences(meta.get("config", {}), trainer.config)
+    if differences:
+        raise CheckpointError(
+            f"config of {stem}.json differs from this run at: {', '.join(differences[:10])}; "
+            "use a new out_dir or the stored config"
+        )
+    if meta.get("batch_size") != trainer.batch_size:
+        raise CheckpointError(
+            f"{stem}.json was trained with batch_size {meta.get('batch_size')}, not {trainer.batch_size}"
+        )
+    if meta.get("world_size") != trainer.dist.world_size:
+        _log.warning(
+            "resuming a %s-process run on %s processes: per-rank randomness differs from an unbroken run",
+            meta.get("world_size"),
+            trainer.dist.world_size,
+        )
+    restore_checkpoint(trainer, tensors, meta, restore_rng=trainer.dist.is_main)
+    trainer.step = int(meta["step"])
+    trainer.resumed_from = trainer.step
+    trainer.last_checkpoint = stem
+    _log.info("resumed from %s (step %d, %.3f kimg)", stem, trainer.step, trainer.cur_nimg / 1000)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.interpolate import PchipInterpolator
+from scipy.ndimage import gaussian_filter1d
 
 __all__ = ["RAY_ORIGIN", "BaseShape", "smooth_min", "smooth_max", "ray_directions"]
 
@@ -48,13 +48,16 @@ def ray_directions(theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
     return np.stack([st * np.sin(phi), np.cos(theta), st * np.cos(phi)], axis=-1)
 
 
-def _tabulate(ys: list[float], values: list[float]) -> np.ndarray:
-    """Monotone cubic profile through control points, sampled on ``_TABLE_Y``."""
+def _tabulate(ys: list[float], values: list[float], smoothing: float = 0.014) -> np.ndarray:
+    """Profile through control points, sampled on ``_TABLE_Y``.
+
+    Piecewise-linear interpolation blurred by a Gaussian of ``smoothing``
+    world units: smooth to all orders (no visible bands at the control
+    points) and, being a convex combination, it never overshoots.
+    """
     order = np.argsort(ys)
-    y = np.asarray(ys, dtype=np.float64)[order]
-    v = np.asarray(values, dtype=np.float64)[order]
-    inside = PchipInterpolator(y, v, extrapolate=False)(np.clip(_TABLE_Y, y[0], y[-1]))
-    return inside
+    linear = np.interp(_TABLE_Y, np.asarray(ys, dtype=np.float64)[order], np.asarray(values, dtype=np.float64)[order])
+    return gaussian_filter1d(linear, smoothing / (_TABLE_Y[1] - _TABLE_Y[0]), mode="nearest")
 
 
 @dataclass
@@ -66,16 +69,16 @@ class BaseShape:
     def __post_init__(self) -> None:
         g = self.g
         top, dome = g["crown_y"], g["dome_y"]
-        ys = [dome, 0.045, 0.0, -0.04, -0.08, -0.12, -0.16, -0.20, -0.26, -0.34]
-        half_x = [g["head_half_x"], g["head_half_x"] - 0.002, g["temple_half_x"], g["cheek_half_x"],
+        ys = [dome + 0.03, dome, 0.045, 0.0, -0.04, -0.08, -0.12, -0.16, -0.20, -0.26, -0.34]
+        half_x = [g["head_half_x"], g["head_half_x"], g["head_half_x"] - 0.002, g["temple_half_x"], g["cheek_half_x"],
                   g["cheek_half_x"] - 0.008, g["jaw_half_x"] + 0.008, g["jaw_half_x"], g["jaw_half_x"] - 0.016,
                   g["jaw_half_x"] - 0.03, g["jaw_half_x"] - 0.04]
-        front = [g["forehead_z"], g["brow_z"] - 0.005, g["eye_front_z"], g["midface_z"], g["upper_lip_z"] - 0.006,
-                 g["mouth_z"], g["chin_z"] - 0.008, g["chin_z"], g["chin_z"] - 0.02, g["chin_z"] - 0.04]
-        back = [g["head_back"], g["head_back"] + 0.003, g["head_back"] - 0.004, g["head_back"] - 0.025,
+        front = [g["forehead_z"], g["forehead_z"], g["brow_z"], g["eye_front_z"], g["midface_z"], g["midface_z"] + 0.004,
+                 g["mouth_z"], g["mouth_z"] - 0.004, g["chin_z"], g["chin_z"] - 0.02, g["chin_z"] - 0.04]
+        back = [g["head_back"], g["head_back"], g["head_back"] + 0.003, g["head_back"] - 0.004, g["head_back"] - 0.025,
                 g["head_back"] - 0.06, g["head_back"] - 0.085, g["head_back"] - 0.095, g["head_back"] - 0.1,
                 g["head_back"] - 0.1, g["head_back"] - 0.1]
-        n_front = [2.4, 2.5, g["face_squareness"], g["face_squareness"], g["face_squareness"] - 0.2,
+        n_front = [2.4, 2.4, 2.5, g["face_squareness"], g["face_squareness"], g["face_squareness"] - 0.2,
                    g["face_squareness"] - 0.5, 1.85, 1.65, 1.6, 1.6]
         self._s = _tabulate(ys, half_x)
         self._f = _tabulate(ys, front)
@@ -111,7 +114,7 @@ class BaseShape:
         jaw_line = np.interp(z, [-0.3, -0.05, 0.0, 0.06, 0.12, 0.17, 0.4],
                              [-0.07, -0.11, g["gonion_y"], g["gonion_y"] - 0.028, g["menton_y"] - 0.006,
                               g["menton_y"], g["menton_y"]])
-        return smooth_max(cross, jaw_line - y, 0.014)
+        return smooth_max(cross, jaw_line - y, g["jaw_line_blend"])
 
     def neck_field(self, p: np.ndarray) -> np.ndarray:
         """Leaning superelliptic neck cylinder with a rounded bottom cap."""
@@ -122,7 +125,8 @@ class BaseShape:
         side = ((np.abs(x) / g["neck_half_x"]) ** 2.3 + np.abs(nz) ** 2.3) ** (1.0 / 2.3)
         f = (side - 1.0) * g["neck_half_x"]
         f = smooth_max(f, g["neck_bottom_y"] - y, 0.02)
-        return np.maximum(f, y - 0.0)
+        # The top is buried inside the head; a soft cap keeps the union smooth at the back.
+        return smooth_max(f, y - g["neck_top_y"], 0.04)
 
     def field(self, p: np.ndarray) -> np.ndarray:
         """Base volume: head smooth-union neck. p (..., 3) -> (...,)."""

@@ -13,36 +13,42 @@ All lengths in world units; ``g`` holds the geometry parameters (params.py).
 from __future__ import annotations
 
 import numpy as np
+from scipy.interpolate import PchipInterpolator
 
 from headforge.heads.procedural.base_shape import smooth_max
-from headforge.heads.procedural.fields import bump, ellipse_bump, ridge, smoothstep
+from headforge.heads.procedural.fields import bump, ellipse_bump, norm_max, ridge, smoothstep
 
 __all__ = ["front_height", "side_height", "ear_height", "sculpt", "lid_sphere_z"]
 
 
 def _nose_height(x: np.ndarray, y: np.ndarray, g: dict[str, float]) -> np.ndarray:
-    """Height of the nose above the base face, (N,)."""
+    """Height of the nose above the base face, (N,).
+
+    A swept cross-section ``H(y) * (1 - (x / W(y))^2)^1.5``: the midline
+    height H is a monotone cubic through nasion, dorsum, supratip, tip and
+    subnasale heights; the half-width W widens from the bridge to the base.
+    Alar wings are merged with a norm-max; nostrils are dents underneath.
+    """
     ax = np.abs(x - g["nose_shift_x"] * smoothstep(0.04, -0.06, y))
     y_top, y_tip, y_sub = g["nasion_y"], g["nose_tip_y"], g["subnasale_y"]
-    # Dorsum: rises from the nasion to the tip, then rounds off underneath down to the subnasale.
-    s = np.clip((y_top - y) / (y_top - y_tip), 0.0, 1.0)
-    dorsum_h = g["nasion_h"] + (g["nose_tip_h"] - g["nasion_h"]) * s ** g["dorsum_curve"]
-    under = np.clip((y_tip - y) / (y_tip - y_sub), 0.0, 1.0)
-    dorsum_h = np.where(y < y_tip, g["nose_tip_h"] * np.sqrt(np.clip(1.0 - under**2, 0.0, 1.0)), dorsum_h)
-    dorsum_h = dorsum_h * smoothstep(y_top + 0.022, y_top - 0.004, y)
-    half_w = g["nose_bridge_half_w"] + (g["nose_tip_half_w"] - g["nose_bridge_half_w"]) * s**1.5
-    cross = np.clip(1.0 - (ax / half_w) ** 2, 0.0, None) ** 1.4
-    dorsum = dorsum_h * cross
-    tip = (g["nose_tip_h"] + g["tip_bulb"]) * ellipse_bump(ax, y, 0.0, y_tip + 0.002, g["nose_tip_half_w"] * 1.25,
-                                                          0.016)
-    alae = g["alar_h"] * ellipse_bump(ax, y, g["alar_x"], y_sub + 0.012, 0.015, 0.0125, angle=0.35)
-    nose = smooth_max(smooth_max(dorsum, tip, 0.006), alae, 0.008)
-    # Sidewalls: a broad low ridge connecting the bridge to the cheeks.
-    nose = nose + 0.35 * g["nose_tip_h"] * ellipse_bump(ax, y, 0.0, 0.5 * (y_top + y_sub), 0.034, 0.075) * (
-        1.0 - cross)
-    nostril = ellipse_bump(ax, y, 0.011, y_sub + 0.004, 0.0075, 0.005)
-    alar_groove = ellipse_bump(ax, y, g["alar_x"] + 0.012, y_sub + 0.012, 0.006, 0.014, angle=0.3)
-    return nose - 0.012 * nostril - 0.003 * alar_groove
+    h_top, h_tip = g["nasion_h"], g["nose_tip_h"]
+    length = y_top - y_tip
+    profile_y = [y_sub - 0.002, y_sub, y_tip - 0.6 * (y_tip - y_sub), y_tip, y_tip + 0.16 * length,
+                 y_top - 0.45 * length, y_top, y_top + 0.026]
+    profile_h = [0.0, 0.0, 0.8 * h_tip, h_tip, h_tip - g["tip_bulb"],
+                 h_top + 0.5 * (h_tip - h_top) ** g["dorsum_curve"] / h_tip ** (g["dorsum_curve"] - 1.0), h_top, 0.0]
+    height = PchipInterpolator(profile_y, profile_h, extrapolate=False)(y)
+    height = np.nan_to_num(height, nan=0.0)
+    width_y = [y_sub - 0.01, y_sub, y_tip, y_top - 0.5 * length, y_top, y_top + 0.03]
+    width_v = [g["nose_tip_half_w"] * 0.8, g["nose_tip_half_w"] * 0.9, g["nose_tip_half_w"],
+               g["nose_bridge_half_w"] + 0.004, g["nose_bridge_half_w"], g["nose_bridge_half_w"] + 0.012]
+    half_w = PchipInterpolator(width_y, width_v, extrapolate=False)(np.clip(y, width_y[0], width_y[-1]))
+    dorsum = height * np.clip(1.0 - (ax / half_w) ** 2, 0.0, None) ** 1.5
+    alae = g["alar_h"] * ellipse_bump(ax, y, g["alar_x"], y_sub + 0.012, 0.019, 0.016, angle=0.3)
+    nose = norm_max(dorsum, alae, 2.5)
+    nostril = ellipse_bump(ax, y, 0.0105, y_sub + 0.005, 0.007, 0.0045)
+    alar_groove = ellipse_bump(ax, y, g["alar_x"] + 0.016, y_sub + 0.014, 0.006, 0.017, angle=0.3)
+    return nose - 0.005 * nostril - 0.002 * alar_groove
 
 
 def _lip_height(x: np.ndarray, y: np.ndarray, g: dict[str, float]) -> np.ndarray:
@@ -66,22 +72,22 @@ def _lip_height(x: np.ndarray, y: np.ndarray, g: dict[str, float]) -> np.ndarray
     philtrum = 0.0016 * (ridge(ax, y, (0.0075, y_m + 0.017), (0.0055, philtrum_top), 0.0032)
                          - 0.6 * ridge(ax, y, (0.0, y_m + 0.017), (0.0, philtrum_top), 0.003))
     sulcus = -g["sulcus_depth"] * ridge(ax, y, (0.0, y_m - 0.033), (0.034, y_m - 0.028), 0.011, taper=0.8)
-    chin = g["chin_pad"] * ellipse_bump(ax, y, 0.0, g["menton_y"] + 0.027, 0.034, 0.026)
+    chin = g["chin_pad"] * ellipse_bump(ax, y, 0.0, g["menton_y"] + 0.03, 0.045, 0.036)
     corner = -0.003 * ellipse_bump(ax, y, half_w + 0.004, y_m, 0.008, 0.01)
-    return lips + philtrum + sulcus + chin + corner
+    muzzle = g["muzzle"] * ellipse_bump(ax, y, 0.0, y_m + 0.008, 0.075, 0.07)
+    return lips + philtrum + sulcus + chin + corner + muzzle
 
 
 def front_height(p0: np.ndarray, g: dict[str, float]) -> np.ndarray:
     """Height along +z of the front features above the base surface, (N,)."""
     x, y = p0[:, 0], p0[:, 1]
     ax = np.abs(x)
-    brow = g["brow_ridge"] * ridge(ax, y, (0.006, g["brow_y"] - 0.002), (0.108, g["brow_y"] - 0.01), 0.02,
-                                   taper=0.6)
-    glabella = 0.5 * g["brow_ridge"] * ellipse_bump(ax, y, 0.0, g["brow_y"] - 0.004, 0.02, 0.02)
+    brow = g["brow_ridge"] * ellipse_bump(ax, y, 0.052, g["brow_y"] - 0.004, 0.066, 0.026, angle=-0.08)
+    glabella = 0.4 * g["brow_ridge"] * ellipse_bump(ax, y, 0.0, g["brow_y"] - 0.006, 0.03, 0.024)
     socket = -g["eye_socket_depth"] * ellipse_bump(ax, y, g["eye_x"], g["eye_y"] + 0.003, 0.044, 0.034)
-    under_eye = -0.004 * ellipse_bump(ax, y, g["eye_x"] + 0.004, g["eye_y"] - 0.036, 0.03, 0.012, angle=-0.2)
+    under_eye = -0.003 * ellipse_bump(ax, y, g["eye_x"] + 0.004, g["eye_y"] - 0.034, 0.034, 0.02, angle=-0.2)
     nasolabial = -g["nasolabial_depth"] * ridge(ax, y, (g["alar_x"] + 0.012, g["subnasale_y"] + 0.006),
-                                                 (g["mouth_half_w"] + 0.012, g["mouth_y"] - 0.012), 0.008,
+                                                 (g["mouth_half_w"] + 0.012, g["mouth_y"] - 0.012), 0.016,
                                                  taper=0.7)
     h = brow + glabella + socket + under_eye + nasolabial + _nose_height(x, y, g) + _lip_height(x, y, g)
     return h * smoothstep(0.03, 0.12, p0[:, 2])
@@ -155,6 +161,6 @@ def sculpt(p0: np.ndarray, n0: np.ndarray, g: dict[str, float]) -> np.ndarray:
     p = p0 + side_height(p0, g)[:, None] * horiz
     p[:, 2] += front_height(p0, g)
     lid = lid_sphere_z(p[:, 0], p[:, 1], g)
-    blend = np.isfinite(lid)
+    blend = np.isfinite(lid) & (p0[:, 2] > 0.1)
     p[blend, 2] = smooth_max(p[blend, 2], lid[blend], g["lid_blend"])
     return p

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bump", "ellipse_bump", "smoothstep", "ridge", "segment_distance"]
+__all__ = ["bump", "ellipse_bump", "smoothstep", "ridge", "segment_distance", "norm_max"]
 
 
 def bump(q: np.ndarray) -> np.ndarray:
@@ -55,3 +55,14 @@ def ridge(x: np.ndarray, y: np.ndarray, a: tuple[float, float], b: tuple[float, 
     dist, t = segment_distance(x, y, a, b)
     ends = smoothstep(0.0, 0.5 * taper, t) * smoothstep(1.0, 1.0 - 0.5 * taper, t)
     return bump(dist / width) * ends
+
+
+def norm_max(a: np.ndarray, b: np.ndarray, p: float = 4.0) -> np.ndarray:
+    """Soft maximum of two non-negative heights, (a^p + b^p)^(1/p).
+
+    Equals the other argument exactly where one is zero, so compact features
+    stay compact (unlike a polynomial smooth max, which lifts max(0, 0)).
+    """
+    a = np.clip(a, 0.0, None)
+    b = np.clip(b, 0.0, None)
+    return (a**p + b**p) ** (1.0 / p)
