@@ -101,8 +101,14 @@ def _assert_same_checkpoint(stem_a: Path, stem_b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def unbroken_run(tmp_path_factory) -> Path:
+    """The reference run, in this process with one thread like the scripts (OMP_NUM_THREADS=1)."""
     out_dir = tmp_path_factory.mktemp("unbroken")
-    summary = _run_toy(out_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = build_trainer(out_dir, steps=TOTAL_STEPS, tensorboard=False).train()
+    finally:
+        torch.set_num_threads(threads)
     assert summary["steps"] == TOTAL_STEPS and summary["resumed_from"] is None
     return out_dir / "checkpoints" / f"step-{TOTAL_STEPS:08d}"
 
