@@ -73,6 +73,7 @@ def sample_pdf(
     deterministic: bool = False,
     generator: torch.Generator | None = None,
     eps: float = 1e-5,
+    quantiles: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw samples from a piecewise-constant density by inverse-CDF sampling.
 
@@ -89,6 +90,9 @@ def sample_pdf(
         generator: optional RNG for the random quantiles.
         eps: added to every weight so that all-zero rows stay valid, and the
             threshold below which an interval's CDF step counts as empty.
+        quantiles: optional (..., K) values in [0, 1] to invert instead of
+            drawing them (``deterministic`` and ``generator`` are then unused);
+            lets a caller draw all random numbers up front.
 
     Returns:
         (..., K) samples, in the order of their quantiles (random order when
@@ -106,7 +110,9 @@ def sample_pdf(
     pdf = weights / weights.sum(dim=-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, dim=-1)], dim=-1)  # (rows, M+1)
 
-    if deterministic:
+    if quantiles is not None:
+        u = quantiles.reshape(num_rows, num_samples).to(cdf.dtype).contiguous()
+    elif deterministic:
         u = torch.linspace(0.0, 1.0, num_samples, dtype=cdf.dtype, device=cdf.device)
         u = u.expand(num_rows, num_samples).contiguous()
     else:
@@ -153,6 +159,7 @@ def importance_depths(
     num_fine: int,
     deterministic: bool = False,
     generator: torch.Generator | None = None,
+    quantiles: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fine sample depths drawn where the coarse pass found density (EG3D's scheme).
 
@@ -169,6 +176,8 @@ def importance_depths(
         num_fine: K, fine samples per ray.
         deterministic: evenly spaced quantiles instead of random ones.
         generator: optional RNG for the random quantiles.
+        quantiles: optional (B, R, K) pre-drawn quantiles in [0, 1) (see
+            :func:`sample_pdf`).
 
     Returns:
         (B, R, K, 1) fine depths, detached from the graph, not sorted.
@@ -181,6 +190,11 @@ def importance_depths(
         weights = smooth_weights(coarse_weights.detach().reshape(batch * rays, num_coarse - 1))
         midpoints = 0.5 * (depths[:, :-1] + depths[:, 1:])  # (N, S-1)
         fine = sample_pdf(
-            midpoints[:, :-1], weights[:, 1:-1], num_fine, deterministic=deterministic, generator=generator
+            midpoints[:, :-1],
+            weights[:, 1:-1],
+            num_fine,
+            deterministic=deterministic,
+            generator=generator,
+            quantiles=quantiles,
         )
     return fine.reshape(batch, rays, num_fine, 1)
