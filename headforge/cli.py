@@ -22,12 +22,18 @@ def _device(name: str | None) -> str:
 
 # ---------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a system on a dataset", description="Train a system on a dataset.")
+    p = sub.add_parser(
+        "train", help="train a system on a dataset", description="Train a system on a dataset."
+    )
     p.add_argument("--model", default="eg3d", help="system to train (default: eg3d)")
     p.add_argument("--data", required=True, type=Path, help="dataset folder or zip with dataset.json")
     p.add_argument("--preset", default="tiny", help="preset of the system (tiny, small, ffhq512, ...)")
-    p.add_argument("--out", required=True, type=Path, help="run folder: checkpoints, TensorBoard logs, snapshots")
-    p.add_argument("--kimg", type=float, default=None, help="thousands of real images to show (default: preset)")
+    p.add_argument(
+        "--out", required=True, type=Path, help="run folder: checkpoints, TensorBoard logs, snapshots"
+    )
+    p.add_argument(
+        "--kimg", type=float, default=None, help="thousands of real images to show (default: preset)"
+    )
     p.add_argument("--batch", type=int, default=None, help="global batch size (default: preset)")
     p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
     p.add_argument("--skip-bad", action="store_true", help="leave out bad dataset items with a warning")
@@ -39,7 +45,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mixed-precision", action="store_true", help="autocast + grad scaling on CUDA")
     p.add_argument("--no-xflip", action="store_true", help="disable x-flip augmentation")
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config field, e.g. --set r1_gamma=4 (repeatable; values parsed as JSON)",
     )
     p.set_defaults(run=_run_train)
@@ -87,14 +96,19 @@ def _run_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- generate / video / mesh
 def _add_common_generation(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, type=Path, help="checkpoint (.safetensors / .json / stem) or run folder")
+    p.add_argument(
+        "--ckpt", required=True, type=Path, help="checkpoint (.safetensors / .json / stem) or run folder"
+    )
     p.add_argument("--trunc", type=float, default=0.7, help="truncation psi (default 0.7)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="images and depth maps for seeds", description="Write seedNNNN.png, "
-                       "seedNNNN_depth.png and seedNNNN_raw.png for each seed.")
+    p = sub.add_parser(
+        "generate",
+        help="images and depth maps for seeds",
+        description="Write seedNNNN.png, seedNNNN_depth.png and seedNNNN_raw.png for each seed.",
+    )
     _add_common_generation(p)
     p.add_argument("--seeds", default="0-7", help="seeds, e.g. 0-7 or 1,5,9 (default 0-7)")
     p.add_argument("--yaw", type=float, default=0.0, help="camera yaw in radians (default 0: frontal)")
@@ -109,14 +123,19 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     device = _device(args.device)
     generator, _ = load_generator(args.ckpt, device)
-    written = generate_images(generator, parse_seeds(args.seeds), args.out, args.trunc, args.yaw, args.pitch, device)
+    written = generate_images(
+        generator, parse_seeds(args.seeds), args.out, args.trunc, args.yaw, args.pitch, device
+    )
     print(f"wrote {len(written)} files to {args.out}")
     return 0
 
 
 def _add_video(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("video", help="orbit video of a generated head (H.264 MP4)",
-                       description="Render an orbit around one seed's head as an H.264 MP4.")
+    p = sub.add_parser(
+        "video",
+        help="orbit video of a generated head (H.264 MP4)",
+        description="Render an orbit around one seed's head as an H.264 MP4.",
+    )
     _add_common_generation(p)
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--orbit", action="store_true", default=True, help="orbit the camera (the default path)")
@@ -138,14 +157,31 @@ def _run_video(args: argparse.Namespace) -> int:
 
 
 def _add_mesh(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("mesh", help="marching-cubes mesh with vertex colours (PLY / OBJ)",
-                       description="Extract a head mesh from the density field by marching cubes.")
+    p = sub.add_parser(
+        "mesh",
+        help="marching-cubes mesh with vertex colours (PLY / OBJ)",
+        description="Extract a head mesh from the density field by marching cubes.",
+    )
     _add_common_generation(p)
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--resolution", type=int, default=128, help="voxel grid resolution (default 128)")
-    p.add_argument("--level", type=float, default=10.0, help="raw density iso-level (default 10, as EG3D)")
+    p.add_argument(
+        "--level",
+        type=_level,
+        default=10.0,
+        help="raw density iso-level (default 10, as EG3D), or 'auto' (midpoint of the 5th/95th percentiles)",
+    )
     p.add_argument("--out", required=True, type=Path, help="output .ply or .obj")
     p.set_defaults(run=_run_mesh)
+
+
+def _level(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--level expects a number or 'auto', got {text!r}") from error
 
 
 def _run_mesh(args: argparse.Namespace) -> int:
@@ -161,14 +197,25 @@ def _run_mesh(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- bench
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="per-stage timings, images/s and seconds per training step",
-                       description="Time generation stages and a training step for presets.")
+    p = sub.add_parser(
+        "bench",
+        help="per-stage timings, images/s and seconds per training step",
+        description="Time generation stages and a training step for presets.",
+    )
     p.add_argument("--model", default="eg3d", help="system (default eg3d)")
-    p.add_argument("--preset", action="append", default=None,
-                   help="preset to time (repeatable; default: tiny and ffhq512)")
+    p.add_argument(
+        "--preset",
+        action="append",
+        default=None,
+        help="preset to time (repeatable; default: tiny and ffhq512)",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed repeats after warm-up; the median is kept")
-    p.add_argument("--train-batch", type=int, default=None,
-                   help="batch size for the training-step timing (default: min(preset batch, 4))")
+    p.add_argument(
+        "--train-batch",
+        type=int,
+        default=None,
+        help="batch size for the training-step timing (default: min(preset batch, 4))",
+    )
     p.add_argument("--no-train", action="store_true", help="skip the training-step timing")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print one JSON object per preset")

@@ -1,4 +1,4 @@
-"""HeadforgeFeatureNet: deterministic initialisation, weight files, and random-feature distances that mean something."""
+"""HeadforgeFeatureNet: deterministic initialisation, weight files, meaningful random-feature distances."""
 
 from __future__ import annotations
 

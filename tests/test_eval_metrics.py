@@ -108,8 +108,8 @@ def test_streaming_statistics_equal_batch_statistics():
     assert stats.count == 257
     np.testing.assert_allclose(stats.mean.numpy(), features.mean(axis=0), rtol=1e-13)
     np.testing.assert_allclose(stats.covariance().numpy(), np.cov(features, rowvar=False), rtol=1e-9)
-    np.testing.assert_allclose(stats.covariance(unbiased=False).numpy(), np.cov(features, rowvar=False, bias=True),
-                               rtol=1e-9)
+    biased = np.cov(features, rowvar=False, bias=True)
+    np.testing.assert_allclose(stats.covariance(unbiased=False).numpy(), biased, rtol=1e-9)
 
 
 def test_statistics_merge_and_pack_round_trip():
@@ -166,7 +166,8 @@ def test_kid_kernel_and_estimator_match_brute_force():
     assert estimate == pytest.approx(_brute_force_mmd2_unbiased(x, y), rel=1e-12)
     # A subset as large as both sets is the whole set in every round.
     y6 = rng.standard_normal((6, 4))
-    mean, std = kernel_inception_distance(torch.from_numpy(x), torch.from_numpy(y6), num_subsets=3, subset_size=6)
+    x_t, y6_t = torch.from_numpy(x), torch.from_numpy(y6)
+    mean, std = kernel_inception_distance(x_t, y6_t, num_subsets=3, subset_size=6)
     assert mean == pytest.approx(_brute_force_mmd2_unbiased(x, y6), rel=1e-12)
     assert std < 1e-12
 
@@ -179,7 +180,8 @@ def test_kid_subset_average_is_exactly_the_full_u_statistic():
     subsets = [list(s) for s in itertools.combinations(range(6), 3)]
 
     def v_statistic(a, b):
-        return polynomial_kernel(a, a).mean() + polynomial_kernel(b, b).mean() - 2 * polynomial_kernel(a, b).mean()
+        within = polynomial_kernel(a, a).mean() + polynomial_kernel(b, b).mean()
+        return within - 2 * polynomial_kernel(a, b).mean()
 
     u_average = np.mean([float(polynomial_mmd2_unbiased(x[i], y[j])) for i in subsets for j in subsets])
     v_average = np.mean([float(v_statistic(x[i], y[j])) for i in subsets for j in subsets])
@@ -196,8 +198,8 @@ def test_kid_expectation_is_zero_for_identical_distributions():
         x = torch.randn(16, 8, generator=generator, dtype=torch.float64)
         y = torch.randn(16, 8, generator=generator, dtype=torch.float64)
         unbiased.append(float(polynomial_mmd2_unbiased(x, y)))
-        biased.append(float((polynomial_kernel(x, x).mean() + polynomial_kernel(y, y).mean()
-                             - 2 * polynomial_kernel(x, y).mean())))
+        within = polynomial_kernel(x, x).mean() + polynomial_kernel(y, y).mean()
+        biased.append(float(within - 2 * polynomial_kernel(x, y).mean()))
     standard_error = np.std(unbiased) / math.sqrt(trials)
     assert abs(np.mean(unbiased)) < 4 * standard_error
     assert np.mean(biased) > 10 * standard_error  # the estimator this test guards against
@@ -233,7 +235,8 @@ def test_psnr_closed_form():
 def _smooth_images(batch: int, height: int, width: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.rand(batch, 3, height // 4, width // 4, generator=generator, dtype=torch.float64)
-    return F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1) * 2 - 1
+    smooth = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    return smooth.clamp(0, 1) * 2 - 1
 
 
 @pytest.mark.parametrize("data_range", [2.0, 1.0])
@@ -275,7 +278,7 @@ def test_perceptual_distance_matches_brute_force():
     generator = torch.Generator().manual_seed(14)
     a = torch.rand(2, 3, 4, 4, generator=generator, dtype=torch.float64) * 2 - 1
     b = torch.rand(2, 3, 4, 4, generator=generator, dtype=torch.float64) * 2 - 1
-    weights = [torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64), torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64)]
+    weights = [torch.tensor([1.0, 0.5, 2.0]).double(), torch.tensor([0.0, 1.0, 3.0]).double()]
     network = _ToyFeatureNetwork()
     ours = perceptual_distance(a, b, network, layer_weights=weights)
     for index in range(2):
@@ -287,7 +290,8 @@ def test_perceptual_distance_matches_brute_force():
             total = 0.0
             for i in range(h):
                 for j in range(wd):
-                    ua, ub = fa[:, i, j] / np.linalg.norm(fa[:, i, j]), fb[:, i, j] / np.linalg.norm(fb[:, i, j])
+                    ua = fa[:, i, j] / np.linalg.norm(fa[:, i, j])
+                    ub = fb[:, i, j] / np.linalg.norm(fb[:, i, j])
                     total += float(np.sum(w.numpy() * (ua - ub) ** 2))
             expected += total / (h * wd)
         assert float(ours[index]) == pytest.approx(expected, rel=1e-8)

@@ -1,4 +1,4 @@
-"""FID Inception-v3: parameter layout of the pytorch-fid weights, loading .pth / .safetensors, preprocessing."""
+"""FID Inception-v3: pytorch-fid parameter layout, loading .pth / .safetensors, preprocessing."""
 
 from __future__ import annotations
 
@@ -85,7 +85,8 @@ def test_loader_errors_name_the_file_and_the_key(tmp_path):
     with pytest.raises(ValueError, match=r"missing\.pth.*Mixed_6c\.branch7x7_3\.bn\.running_mean"):
         InceptionV3Features.from_file(write("missing.pth", missing))
     misshaped = dict(state, **{"Mixed_5c.branch1x1.conv.weight": torch.zeros(64, 256, 3, 3)})
-    with pytest.raises(ValueError, match=r"misshaped\.pth.*Mixed_5c\.branch1x1\.conv\.weight.*\(64, 256, 1, 1\)"):
+    expected_message = r"misshaped\.pth.*Mixed_5c\.branch1x1\.conv\.weight.*\(64, 256, 1, 1\)"
+    with pytest.raises(ValueError, match=expected_message):
         InceptionV3Features.from_file(write("misshaped.pth", misshaped))
     imagenet_classes = dict(state, **{"fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)})
     with pytest.raises(ValueError, match=r"imagenet\.pth.*fc\.(weight|bias).*1008"):

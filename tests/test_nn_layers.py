@@ -30,7 +30,7 @@ from headforge.nn.layers import (
 
 
 def upfirdn2d_reference(x, f2d, up=(1, 1), down=(1, 1), pad=(0, 0, 0, 0), gain=1.0, flip=False):
-    """StyleGAN2's definition, step by step in numpy: zero-insert, pad/crop, full 2D FIR, keep every down-th."""
+    """StyleGAN2's definition in numpy: zero-insert, pad/crop, full 2D FIR, keep every down-th sample."""
     ux, uy = up
     dx, dy = down
     px0, px1, py0, py1 = pad
@@ -70,11 +70,18 @@ def test_upfirdn2d_matches_naive_reference(taps):
                     if expected is None or min(expected.shape) == 0:
                         continue
                     got = upfirdn2d(
-                        torch.from_numpy(x), f, up=list(up), down=list(down), padding=list(pad), gain=1.7,
+                        torch.from_numpy(x),
+                        f,
+                        up=list(up),
+                        down=list(down),
+                        padding=list(pad),
+                        gain=1.7,
                         flip_filter=flip,
                     )
                     assert got.shape == expected.shape, (up, down, pad)
-                    np.testing.assert_allclose(got.numpy(), expected, atol=1e-10, err_msg=str((up, down, pad, flip)))
+                    np.testing.assert_allclose(
+                        got.numpy(), expected, atol=1e-10, err_msg=str((up, down, pad, flip))
+                    )
                     cases += 1
     assert cases > 50
 
@@ -139,11 +146,17 @@ def test_gaussian_blur_matches_scipy_and_preserves_mass():
 def test_filtered_resize():
     x = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(
-        filtered_resize(x, 8), F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False, antialias=True)
+        filtered_resize(x, 8),
+        F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False, antialias=True),
     )
     assert filtered_resize(x, 16) is x
     const = torch.full((1, 3, 16, 16), -0.3)
-    for size, filt in [(32, None), (64, None), (32, setup_filter([1, 3, 3, 1])), (8, setup_filter([1, 3, 3, 1]))]:
+    for size, filt in [
+        (32, None),
+        (64, None),
+        (32, setup_filter([1, 3, 3, 1])),
+        (8, setup_filter([1, 3, 3, 1])),
+    ]:
         y = filtered_resize(const, size, filter=filt)
         assert y.shape == (1, 3, size, size)
         inner = y[:, :, 3:-3, 3:-3]
@@ -157,7 +170,9 @@ def test_bias_act_formula():
     torch.testing.assert_close(bias_act(x, b, act="lrelu"), torch.where(z > 0, z, 0.2 * z) * math.sqrt(2))
     torch.testing.assert_close(bias_act(x, b, act="linear"), z)
     torch.testing.assert_close(bias_act(x, b, act="relu", gain=1.0, clamp=0.5), z.clamp(0, 0.5))
-    torch.testing.assert_close(bias_act(x, b, act="lrelu", alpha=0.1, gain=2.0), torch.where(z > 0, z, 0.1 * z) * 2)
+    torch.testing.assert_close(
+        bias_act(x, b, act="lrelu", alpha=0.1, gain=2.0), torch.where(z > 0, z, 0.1 * z) * 2
+    )
     b_last = torch.randn(4)
     torch.testing.assert_close(bias_act(x, b_last, dim=2, act="linear"), x + b_last)
 
@@ -222,7 +237,13 @@ def test_conv2d_resample_channels_last_matches_contiguous():
     for up, down in [(2, 1), (1, 2), (1, 1)]:
         a = conv2d_resample(x, w, f, up=up, down=down, padding=1, groups=2, flip_weight=up == 1)
         b = conv2d_resample(
-            x.contiguous(memory_format=torch.channels_last), w, f, up=up, down=down, padding=1, groups=2,
+            x.contiguous(memory_format=torch.channels_last),
+            w,
+            f,
+            up=up,
+            down=down,
+            padding=1,
+            groups=2,
             flip_weight=up == 1,
         )
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -232,11 +253,15 @@ def test_gradcheck_filters_and_layers():
     torch.manual_seed(0)
     f = setup_filter([1, 3, 3, 1]).double()
     x = torch.randn(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: upfirdn2d(t, f, up=2, down=1, padding=[2, 1, 2, 1], gain=4), (x,))
+    assert torch.autograd.gradcheck(
+        lambda t: upfirdn2d(t, f, up=2, down=1, padding=[2, 1, 2, 1], gain=4), (x,)
+    )
     assert torch.autograd.gradcheck(lambda t: downsample2d(t, f), (x,))
     assert torch.autograd.gradcheck(lambda t: gaussian_blur(t, 0.8), (x,))
     conv = Conv2dLayer(2, 3, 3, activation="lrelu", down=2).double()
-    assert torch.autograd.gradcheck(lambda t, w, b: _conv_with(conv, t, w, b), (x, _leaf(conv.weight), _leaf(conv.bias)))
+    assert torch.autograd.gradcheck(
+        lambda t, w, b: _conv_with(conv, t, w, b), (x, _leaf(conv.weight), _leaf(conv.bias))
+    )
     fc = FullyConnectedLayer(4, 3, activation="lrelu", lr_multiplier=0.1).double()
     z = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(fc, (z,))

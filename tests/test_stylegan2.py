@@ -51,16 +51,35 @@ def test_modulated_conv2d_matches_naive_formula(up, fused, demodulate):
     bias = torch.randn(5, dtype=torch.float64)
     f = setup_filter([1, 3, 3, 1]).double()
     got = modulated_conv2d(
-        x, weight, styles, noise=noise, up=up, padding=1, resample_filter=f, demodulate=demodulate,
-        flip_weight=up == 1, fused_modconv=fused, bias=bias, output_gain=1.3,
+        x,
+        weight,
+        styles,
+        noise=noise,
+        up=up,
+        padding=1,
+        resample_filter=f,
+        demodulate=demodulate,
+        flip_weight=up == 1,
+        fused_modconv=fused,
+        bias=bias,
+        output_gain=1.3,
     )
     expected = naive_modulated_conv(x, weight, styles, up, demodulate, noise=noise, bias=bias, gain=1.3)
     assert got.shape == (3, 5, 8 * up, 8 * up)
     torch.testing.assert_close(got, expected)
     # Channels-last input (the CPU fast path) gives the same numbers.
     got_cl = modulated_conv2d(
-        x.contiguous(memory_format=torch.channels_last), weight, styles, noise=noise, up=up, padding=1,
-        resample_filter=f, demodulate=demodulate, flip_weight=up == 1, fused_modconv=fused, bias=bias,
+        x.contiguous(memory_format=torch.channels_last),
+        weight,
+        styles,
+        noise=noise,
+        up=up,
+        padding=1,
+        resample_filter=f,
+        demodulate=demodulate,
+        flip_weight=up == 1,
+        fused_modconv=fused,
+        bias=bias,
         output_gain=1.3,
     )
     torch.testing.assert_close(got_cl, expected)
@@ -90,7 +109,14 @@ def test_modulated_conv2d_gradcheck():
 
             def fn(x, weight, styles, up=up, fused=fused):
                 return modulated_conv2d(
-                    x, weight, styles, up=up, padding=1, resample_filter=f, flip_weight=up == 1, fused_modconv=fused
+                    x,
+                    weight,
+                    styles,
+                    up=up,
+                    padding=1,
+                    resample_filter=f,
+                    flip_weight=up == 1,
+                    fused_modconv=fused,
                 )
 
             assert torch.autograd.gradcheck(fn, (x, weight, styles))
@@ -127,7 +153,11 @@ def test_mapping_network_without_z_or_c():
 
 def tiny_synthesis(img_resolution=32, img_channels=96, **kwargs):
     return SynthesisNetwork(
-        w_dim=16, img_resolution=img_resolution, img_channels=img_channels, channel_base=256, channel_max=16,
+        w_dim=16,
+        img_resolution=img_resolution,
+        img_channels=img_channels,
+        channel_base=256,
+        channel_max=16,
         **kwargs,
     )
 
@@ -197,7 +227,9 @@ def test_fused_and_non_fused_and_layouts_agree():
     net = tiny_synthesis(16)
     ws = torch.randn(3, net.num_ws, 16)
     reference = net(ws, noise_mode="const", fused_modconv=False)
-    torch.testing.assert_close(net(ws, noise_mode="const", fused_modconv=True), reference, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        net(ws, noise_mode="const", fused_modconv=True), reference, rtol=1e-4, atol=1e-4
+    )
     for block in net.blocks:
         block.channels_last = False
     torch.testing.assert_close(net(ws, noise_mode="const"), reference, rtol=1e-4, atol=1e-4)

@@ -20,8 +20,15 @@ from headforge.nn.superres import SuperResolution
 @pytest.mark.parametrize("factor", [2, 4, 8])
 def test_superresolution_shapes_and_widths(factor):
     torch.manual_seed(0)
-    sr = SuperResolution(8, img_channels=3, input_resolution=8, output_resolution=8 * factor, w_dim=16,
-                         channel_base=512, channel_max=32)
+    sr = SuperResolution(
+        8,
+        img_channels=3,
+        input_resolution=8,
+        output_resolution=8 * factor,
+        w_dim=16,
+        channel_base=512,
+        channel_max=32,
+    )
     expected_res = [8, 16] if factor == 2 else [8 * 2**i for i in range(1, int(math.log2(factor)) + 1)]
     assert [b.resolution for b in sr.blocks] == expected_res
     assert [b.out_channels for b in sr.blocks] == [min(512 // r, 32) for r in expected_res]
@@ -83,8 +90,15 @@ def test_epilogue_projection_formula():
 
 
 def tiny_dual(**kwargs):
-    return DualDiscriminator(c_dim=25, img_resolution=32, img_channels=3, channel_base=512, channel_max=32,
-                             mapping_kwargs=dict(num_layers=2), **kwargs)
+    return DualDiscriminator(
+        c_dim=25,
+        img_resolution=32,
+        img_channels=3,
+        channel_base=512,
+        channel_max=32,
+        mapping_kwargs=dict(num_layers=2),
+        **kwargs,
+    )
 
 
 def test_dual_discriminator():
@@ -122,7 +136,9 @@ def test_conditional_discriminator_variants_and_r1_double_backward():
     assert unconditional.mapping is None
     assert unconditional(torch.randn(2, 3, 16, 16)).shape == (2, 1)
     # A video discriminator on frame pairs: 2 x (image + raw) channels, c = 2 x (25 + 27).
-    video = ConditionalDiscriminator(104, 16, 12, channel_base=256, channel_max=16, mapping_kwargs=dict(num_layers=2))
+    video = ConditionalDiscriminator(
+        104, 16, 12, channel_base=256, channel_max=16, mapping_kwargs=dict(num_layers=2)
+    )
     img = torch.randn(4, 12, 16, 16, requires_grad=True)
     logits = video(img, torch.randn(4, 104))
     assert logits.shape == (4, 1)

@@ -87,6 +87,8 @@ def generate_images(
         output = render_seed(generator, seed, camera, truncation_psi, device)
         stem = out_dir / f"seed{seed:04d}"
         written.append(save_png(to_uint8(output["image"])[0], f"{stem}.png"))
-        written.append(save_png(depth_to_uint8(output["image_depth"], output["opacity"])[0], f"{stem}_depth.png"))
+        written.append(
+            save_png(depth_to_uint8(output["image_depth"], output["opacity"])[0], f"{stem}_depth.png")
+        )
         written.append(save_png(to_uint8(output["image_raw"])[0], f"{stem}_raw.png"))
     return written

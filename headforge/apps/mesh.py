@@ -37,10 +37,14 @@ def extract_mesh(
     field,
     resolution: int = 128,
     half_extent: float = 0.5,
-    level: float = 10.0,
+    level: float | str = 10.0,
     device: torch.device | str = "cpu",
 ):
     """Marching cubes on the raw density at ``level`` (EG3D's shape threshold is 10).
+
+    ``level="auto"`` takes the midpoint of the grid's 5th and 95th density
+    percentiles, which finds a surface in fields of any scale (early or tiny
+    models whose densities never reach 10).
 
     Returns a ``trimesh.Trimesh`` in world coordinates with per-vertex colours
     from the field's first three feature channels (sigmoid range [0, 1]).
@@ -49,10 +53,13 @@ def extract_mesh(
     from skimage import measure
 
     grid = density_grid(field, resolution, half_extent, device=device)
+    if level == "auto":
+        level = float(np.mean(np.percentile(grid, [5, 95])))
+    level = float(level)
     if not grid.min() < level < grid.max():
         raise ValueError(
             f"density level {level} lies outside the field's range [{grid.min():.3g}, {grid.max():.3g}]: "
-            "no surface to extract (try another --level)"
+            "no surface to extract (try another --level, or --level auto)"
         )
     spacing = 2 * half_extent / (resolution - 1)
     vertices, faces, _, _ = measure.marching_cubes(grid, level=level, spacing=(spacing,) * 3)
@@ -71,7 +78,7 @@ def export_seed_mesh(
     seed: int,
     out_path: str | Path,
     resolution: int = 128,
-    level: float = 10.0,
+    level: float | str = 10.0,
     truncation_psi: float = 0.7,
     device: torch.device | str = "cpu",
 ) -> Path:

@@ -14,7 +14,9 @@ from headforge.apps.generate import camera_labels, render_seed
 from headforge.imaging import to_uint8, write_video
 
 
-def orbit_angles(frames: int, yaw_range: float = 0.35, pitch_range: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
+def orbit_angles(
+    frames: int, yaw_range: float = 0.35, pitch_range: float = 0.25
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Yaw and pitch (frames,) of one closed elliptical orbit around the head, as EG3D's videos."""
     t = torch.arange(frames, dtype=torch.float64) / frames
     yaw = yaw_range * torch.sin(2 * math.pi * t)

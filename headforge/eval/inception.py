@@ -308,8 +308,9 @@ class InceptionV3Features(nn.Module):
                         "(torchvision's ImageNet Inception has 1000 and gives different FIDs)"
                     )
                 continue
+            auxiliary = key.startswith("AuxLogits")
             hint = " (an auxiliary classifier: torchvision's ImageNet Inception, not the FID network)"
-            hint = hint if key.startswith("AuxLogits") else ""
+            hint = hint if auxiliary else ""
             raise ValueError(f"{source}: unexpected key '{key}'{hint}")
         # Old files have no num_batches_tracked; it only matters in training mode.
         self.load_state_dict({k: state[k].to(torch.float32) for k in expected}, strict=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -19,8 +19,8 @@ from torch import nn
 class ModelSpec:
     """Everything the CLI needs to know about one system.
 
-    ``build_training(config, networks, dataset, device)`` returns the
-    trainer's phases (and optionally hooks) for this system.
+    ``build_training(config, dataset, device)`` returns the system's
+    :class:`TrainingPlan`.
     """
 
     name: str
@@ -31,6 +31,25 @@ class ModelSpec:
     build_discriminator: Callable[[Any], nn.Module]
     build_training: Callable[..., Any]
     required_dataset_keys: tuple[str, ...] = ()
+
+
+@dataclass
+class TrainingPlan:
+    """What a system hands the generic trainer: networks, phases and EMA settings.
+
+    ``networks`` holds every trained module and its EMA copies by name
+    (``G``, ``G_ema``, ``D``, ...); ``phases`` are
+    :class:`headforge.training.phases.Phase` objects.
+    """
+
+    networks: dict[str, nn.Module]
+    phases: list[Any]
+    ema_of: dict[str, str] = field(default_factory=dict)
+    ema_kimg: float = 10.0
+    ema_rampup: float | None = 0.05
+    image_snapshot_fn: Callable[[dict[str, nn.Module]], Any] | None = None
+    on_step_start: Callable[[Any], None] | None = None
+    on_step_end: Callable[[Any], None] | None = None
 
 
 # name -> "module:attribute" of its ModelSpec, imported on first use so that

@@ -156,9 +156,15 @@ class DiscriminatorEpilogue(torch.nn.Module):
         self.architecture = architecture
         if architecture == "skip":
             self.fromrgb = Conv2dLayer(img_channels, in_channels, kernel_size=1, activation=activation)
-        self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
+        self.mbstd = (
+            MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
+        )
         self.conv = Conv2dLayer(
-            in_channels + mbstd_num_channels, in_channels, kernel_size=3, activation=activation, conv_clamp=conv_clamp
+            in_channels + mbstd_num_channels,
+            in_channels,
+            kernel_size=3,
+            activation=activation,
+            conv_clamp=conv_clamp,
         )
         self.fc = FullyConnectedLayer(in_channels * resolution**2, in_channels, activation=activation)
         self.out = FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
@@ -238,7 +244,12 @@ class ConditionalDiscriminator(torch.nn.Module):
         self.mapping = None
         if c_dim > 0:
             self.mapping = MappingNetwork(
-                z_dim=0, c_dim=c_dim, w_dim=self.cmap_dim, num_ws=None, w_avg_beta=None, **(mapping_kwargs or {})
+                z_dim=0,
+                c_dim=c_dim,
+                w_dim=self.cmap_dim,
+                num_ws=None,
+                w_avg_beta=None,
+                **(mapping_kwargs or {}),
             )
         self.epilogue = DiscriminatorEpilogue(
             self.channels_at(4),
@@ -255,7 +266,9 @@ class ConditionalDiscriminator(torch.nn.Module):
         """Feature channels at resolution ``res``."""
         return min(self.channel_base // res, self.channel_max)
 
-    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None, force_fp32: bool = False) -> torch.Tensor:
+    def forward(
+        self, img: torch.Tensor, c: torch.Tensor | None = None, force_fp32: bool = False
+    ) -> torch.Tensor:
         """Logits (B, 1) for images (B, img_channels, R, R) under conditions (B, c_dim)."""
         if img.shape[1:] != (self.img_channels, self.img_resolution, self.img_resolution):
             raise ValueError(

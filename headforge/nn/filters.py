@@ -116,7 +116,9 @@ def setup_filter(
 _MAX_TAPS_AS_2D = 8
 
 
-def _conv_pass(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int], pad: tuple[int, ...]) -> torch.Tensor:
+def _conv_pass(
+    x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int], pad: tuple[int, ...]
+) -> torch.Tensor:
     """Depthwise conv2d of x (B, C, H, W) with zero padding ``(x0, x1, y0, y1)`` (negative crops).
 
     Pads inside the convolution (no padded copy): negative padding crops the
@@ -272,7 +274,11 @@ def downsample2d(
     flip_filter: bool = False,
     gain: float = 1.0,
 ) -> torch.Tensor:
-    """Low-pass filter and downsample (B, C, H, W) -> (B, C, H // down, W // down) (StyleGAN2's ``downsample2d``)."""
+    """FIR low-pass, then downsample (B, C, H, W) -> (B, C, H // down, W // down) (StyleGAN2's downsample2d).
+
+    The filter is padded so that output pixel i is centred on input pixels
+    ``down * i ... down * i + down - 1``; a normalised filter keeps constants constant.
+    """
     dx, dy = _pair(down)
     px0, px1, py0, py1 = _parse_padding(padding)
     fw, fh = filter_size(f)

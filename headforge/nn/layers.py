@@ -117,7 +117,9 @@ class FullyConnectedLayer(torch.nn.Module):
         # bias_init (StyleGAN3's convention; StyleGAN2-ADA's differs only when
         # both bias_init != 0 and lr_multiplier != 1, which it never uses).
         self.bias = (
-            torch.nn.Parameter(torch.full((out_features,), float(bias_init) / lr_multiplier)) if bias else None
+            torch.nn.Parameter(torch.full((out_features,), float(bias_init) / lr_multiplier))
+            if bias
+            else None
         )
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
@@ -135,7 +137,9 @@ class FullyConnectedLayer(torch.nn.Module):
         return bias_act(F.linear(x_scaled, self.weight.to(x.dtype)), bias, dim=-1, act=self.activation)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+        )
 
 
 def _conv(
@@ -236,7 +240,9 @@ def conv2d_resample(
         # Let the transposed convolution crop what it can, so the FIR sees less.
         pxt = max(min(-px0, -px1), 0)
         pyt = max(min(-py0, -py1), 0)
-        x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
+        x = _conv(
+            x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight
+        )
         x = upfirdn2d(
             x, f, padding=[px0 + pxt, px1 - pxt, py0 + pyt, py1 - pyt], gain=up**2, flip_filter=flip_filter
         )
@@ -305,6 +311,6 @@ class Conv2dLayer(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"in_channels={self.in_channels}, out_channels={self.out_channels}, activation={self.activation}, "
-            f"up={self.up}, down={self.down}"
+            f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
+            f"activation={self.activation}, up={self.up}, down={self.down}"
         )

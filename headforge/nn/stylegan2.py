@@ -126,7 +126,9 @@ class MappingNetwork(torch.nn.Module):
 
 
 def _modulate_weight(weight: torch.Tensor, factors: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """Per-sample weights ``weight[None] * factors``: (Cout, Cin, kh, kw) x (B, Cout, Cin, 1, 1) -> (B, Cout, Cin, kh, kw).
+    """Per-sample weights ``weight[None] * factors``.
+
+    Shapes: weight (Cout, Cin, kh, kw), factors (B, Cout, Cin, 1, 1) -> (B, Cout, Cin, kh, kw).
 
     With ``channels_last`` the result is laid out channels-last, so that
     oneDNN does not copy the (usually much larger) input to match the weight.
@@ -136,7 +138,9 @@ def _modulate_weight(weight: torch.Tensor, factors: torch.Tensor, channels_last:
     if _in_place_ok(weight, factors):
         # Write the product straight into channels-last storage (one pass).
         batch, out_channels, in_channels, kh, kw = factors.shape[:3] + weight.shape[2:]
-        storage = torch.empty(batch, out_channels, kh, kw, in_channels, dtype=weight.dtype, device=weight.device)
+        storage = torch.empty(
+            batch, out_channels, kh, kw, in_channels, dtype=weight.dtype, device=weight.device
+        )
         return torch.mul(weight.unsqueeze(0), factors, out=storage.permute(0, 1, 4, 2, 3))
     return weight.contiguous(memory_format=torch.channels_last).unsqueeze(0) * factors
 
@@ -204,7 +208,9 @@ def modulated_conv2d(
     out_channels, in_channels, kh, kw = weight.shape
     if x.dtype == torch.float16 and demodulate:
         # Pre-normalise (scale-invariant under demodulation) to keep float16 in range.
-        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        weight = weight * (
+            1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
+        )
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     # Demodulation coefficients without materialising the modulated weights:
     # sum_{i,k} (w[o,i,k] s[b,i])^2 = sum_i (sum_k w[o,i,k]^2) s[b,i]^2.
@@ -269,7 +275,8 @@ def modulated_conv2d(
 class SynthesisLayer(torch.nn.Module):
     """Modulated 3x3 convolution (optionally 2x upsampling) + noise + bias + leaky ReLU.
 
-    Shapes: x (B, in_channels, resolution / up, ...), w (B, w_dim) -> (B, out_channels, resolution, resolution).
+    Shapes: x (B, in_channels, resolution / up, resolution / up), w (B, w_dim)
+    -> (B, out_channels, resolution, resolution).
     """
 
     def __init__(
@@ -303,7 +310,7 @@ class SynthesisLayer(torch.nn.Module):
             self.noise_strength = torch.nn.Parameter(torch.zeros([]))
 
     def make_noise(self, x: torch.Tensor, noise_mode: str) -> torch.Tensor | None:
-        """Noise image for this layer: 'random' (global RNG, on x's device), 'const' (fixed buffer) or 'none'."""
+        """Noise for this layer: 'random' (global RNG, on x's device), 'const' (fixed buffer) or 'none'."""
         if not self.use_noise or noise_mode == "none":
             return None
         if noise_mode == "random":
@@ -335,7 +342,9 @@ class SynthesisLayer(torch.nn.Module):
         if self.activation not in _HOMOGENEOUS_ACTIVATIONS:
             x = modulated_conv2d(x, self.weight, styles, noise, **modconv_kwargs)
             return bias_act(x, self.bias, act=self.activation, gain=act_gain, clamp=act_clamp)
-        x = modulated_conv2d(x, self.weight, styles, noise, bias=self.bias, output_gain=act_gain, **modconv_kwargs)
+        x = modulated_conv2d(
+            x, self.weight, styles, noise, bias=self.bias, output_gain=act_gain, **modconv_kwargs
+        )
         inplace = _in_place_ok(x)
         if self.activation == "lrelu":
             x = F.leaky_relu_(x, 0.2) if inplace else F.leaky_relu(x, 0.2)
@@ -379,7 +388,13 @@ class ToRGBLayer(torch.nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(
-            x, self.weight, styles, padding=self.padding, demodulate=False, fused_modconv=fused_modconv, bias=self.bias
+            x,
+            self.weight,
+            styles,
+            padding=self.padding,
+            demodulate=False,
+            fused_modconv=fused_modconv,
+            bias=self.bias,
         )
         if self.conv_clamp is not None:
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
@@ -434,7 +449,9 @@ class SynthesisBlock(torch.nn.Module):
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
-        layer_kwargs = dict(use_noise=use_noise, resample_filter=resample_filter, conv_clamp=conv_clamp, **layer_kwargs)
+        layer_kwargs = dict(
+            use_noise=use_noise, resample_filter=resample_filter, conv_clamp=conv_clamp, **layer_kwargs
+        )
         if in_channels == 0:
             self.const = torch.nn.Parameter(torch.randn(out_channels, resolution, resolution))
         else:
@@ -459,9 +476,11 @@ class SynthesisBlock(torch.nn.Module):
         force_fp32: bool = False,
         fused_modconv: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run the block. ``fused_modconv=None`` picks fused at batch 1 or without autograd, else non-fused."""
+        """Run the block; ``fused_modconv=None`` fuses at batch 1 or without autograd."""
         if ws.shape[1:] != (self.num_conv + self.num_torgb, self.w_dim):
-            raise ValueError(f"ws must be (B, {self.num_conv + self.num_torgb}, {self.w_dim}), got {tuple(ws.shape)}")
+            raise ValueError(
+                f"ws must be (B, {self.num_conv + self.num_torgb}, {self.w_dim}), got {tuple(ws.shape)}"
+            )
         w_iter = iter(ws.unbind(dim=1))
         # float16 only pays off (and is only well supported) on CUDA.
         use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"

@@ -257,6 +257,19 @@ class Trainer:
             value = value.detach().float().mean() if isinstance(value, Tensor) else torch.tensor(float(value))
             scalars[f"{phase.name}/{key}"] = value
 
+    def run_phase(self, name: str, batch: Any) -> dict[str, float]:
+        """Run one phase by name on a batch (moved to the device) and return its scalars.
+
+        Used by benchmarks to time phases one at a time; training uses ``train()``.
+        """
+        for index, phase in enumerate(self.phases):
+            if phase.name == name:
+                scalars: dict[str, Tensor] = {}
+                self._run_phase(index, phase, move_to_device(batch, self.device), scalars)
+                self._only_grads_of(None)
+                return {tag: float(value) for tag, value in scalars.items()}
+        raise KeyError(f"no phase named {name!r}; phases: {[p.name for p in self.phases]}")
+
     def _train_step(self, batch: Any) -> dict[str, Tensor]:
         self._seed_global_rngs(self.step)
         if self.on_step_start is not None:

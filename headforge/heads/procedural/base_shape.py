@@ -79,7 +79,7 @@ class BaseShape:
                 g["head_back"] - 0.06, g["head_back"] - 0.085, g["head_back"] - 0.095, g["head_back"] - 0.1,
                 g["head_back"] - 0.1, g["head_back"] - 0.1]
         n_front = [2.4, 2.4, 2.5, g["face_squareness"], g["face_squareness"], g["face_squareness"] - 0.2,
-                   g["face_squareness"] - 0.5, 1.85, 1.65, 1.6, 1.6]
+                   g["face_squareness"] - 0.4, 2.1, 2.0, 2.0, 2.0]
         self._s = _tabulate(ys, half_x)
         self._f = _tabulate(ys, front)
         self._b = _tabulate(ys, back)

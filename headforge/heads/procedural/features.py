@@ -36,7 +36,7 @@ def _nose_height(x: np.ndarray, y: np.ndarray, g: dict[str, float]) -> np.ndarra
     profile_y = [y_sub - 0.002, y_sub, y_tip - 0.6 * (y_tip - y_sub), y_tip, y_tip + 0.16 * length,
                  y_top - 0.45 * length, y_top, y_top + 0.026]
     profile_h = [0.0, 0.0, 0.8 * h_tip, h_tip, h_tip - g["tip_bulb"],
-                 h_top + 0.5 * (h_tip - h_top) ** g["dorsum_curve"] / h_tip ** (g["dorsum_curve"] - 1.0), h_top, 0.0]
+                 h_top + g["dorsum_mid"] * (h_tip - h_top), h_top, 0.0]
     height = PchipInterpolator(profile_y, profile_h, extrapolate=False)(y)
     height = np.nan_to_num(height, nan=0.0)
     width_y = [y_sub - 0.01, y_sub, y_tip, y_top - 0.5 * length, y_top, y_top + 0.03]
@@ -57,7 +57,8 @@ def _lip_height(x: np.ndarray, y: np.ndarray, g: dict[str, float]) -> np.ndarray
     y_m, half_w = g["mouth_y"], g["mouth_half_w"]
     lateral = np.clip(1.0 - (ax / half_w) ** 2, 0.0, None)
     # Upper vermilion: a Cupid's bow, highest at x = +-bow_x, dipping at the midline.
-    bow = 1.0 + 0.16 * np.exp(-(((ax - 0.009) / 0.006) ** 2)) - 0.08 * np.exp(-((ax / 0.004) ** 2))
+    bow = (1.0 + 0.16 * (np.exp(-(((x - 0.009) / 0.006) ** 2)) + np.exp(-(((x + 0.009) / 0.006) ** 2)))
+           - 0.1 * np.exp(-((x / 0.004) ** 2)))
     up_h = g["upper_lip_height"] * bow * lateral**0.55 + 1e-4
     v_up = (y - y_m) / up_h
     upper = g["upper_lip_thick"] * lateral**0.6 * np.clip(1.0 - ((v_up - 0.42) / 0.62) ** 2, 0.0, None) ** 0.8
@@ -71,7 +72,8 @@ def _lip_height(x: np.ndarray, y: np.ndarray, g: dict[str, float]) -> np.ndarray
     philtrum_top = g["subnasale_y"] - 0.004
     philtrum = 0.0016 * (ridge(ax, y, (0.0075, y_m + 0.017), (0.0055, philtrum_top), 0.0032)
                          - 0.6 * ridge(ax, y, (0.0, y_m + 0.017), (0.0, philtrum_top), 0.003))
-    sulcus = -g["sulcus_depth"] * ridge(ax, y, (0.0, y_m - 0.033), (0.034, y_m - 0.028), 0.011, taper=0.8)
+    sulcus = -g["sulcus_depth"] * ridge(x, y, (-0.036, y_m - 0.03), (0.036, y_m - 0.03), 0.011, taper=0.6) * (
+        1.0 - 0.25 * (x / 0.036) ** 2)
     chin = g["chin_pad"] * ellipse_bump(ax, y, 0.0, g["menton_y"] + 0.03, 0.045, 0.036)
     corner = -0.003 * ellipse_bump(ax, y, half_w + 0.004, y_m, 0.008, 0.01)
     muzzle = g["muzzle"] * ellipse_bump(ax, y, 0.0, y_m + 0.008, 0.075, 0.07)
@@ -84,7 +86,7 @@ def front_height(p0: np.ndarray, g: dict[str, float]) -> np.ndarray:
     ax = np.abs(x)
     brow = g["brow_ridge"] * ellipse_bump(ax, y, 0.052, g["brow_y"] - 0.004, 0.066, 0.026, angle=-0.08)
     glabella = 0.4 * g["brow_ridge"] * ellipse_bump(ax, y, 0.0, g["brow_y"] - 0.006, 0.03, 0.024)
-    socket = -g["eye_socket_depth"] * ellipse_bump(ax, y, g["eye_x"], g["eye_y"] + 0.003, 0.044, 0.034)
+    socket = -g["eye_socket_depth"] * ellipse_bump(ax, y, g["eye_x"], g["eye_y"] + 0.004, 0.052, 0.042)
     under_eye = -0.003 * ellipse_bump(ax, y, g["eye_x"] + 0.004, g["eye_y"] - 0.034, 0.034, 0.02, angle=-0.2)
     nasolabial = -g["nasolabial_depth"] * ridge(ax, y, (g["alar_x"] + 0.012, g["subnasale_y"] + 0.006),
                                                  (g["mouth_half_w"] + 0.012, g["mouth_y"] - 0.012), 0.016,
@@ -99,7 +101,7 @@ def side_height(p0: np.ndarray, g: dict[str, float]) -> np.ndarray:
     ax = np.abs(x)
     # Face features are placed in (|x|, y) but faded out towards the back of the head.
     front = smoothstep(-0.02, 0.08, z)
-    cheekbone = g["cheekbone"] * ellipse_bump(ax, y, g["cheekbone_x"], g["cheekbone_y"], 0.05, 0.026, angle=-0.15)
+    cheekbone = g["cheekbone"] * ellipse_bump(ax, y, g["cheekbone_x"], g["cheekbone_y"], 0.055, 0.036, angle=-0.15)
     cheek = g["cheek_fullness"] * ellipse_bump(ax, y, 0.072, -0.085, 0.045, 0.045)
     temple = -g["temple_hollow"] * ellipse_bump(ax, y, 0.125, 0.065, 0.04, 0.045)
     jaw_angle = g["jaw_angle"] * ellipse_bump(z, y, 0.01, g["gonion_y"] + 0.012, 0.04, 0.03) * smoothstep(
@@ -124,10 +126,10 @@ def ear_height(p0: np.ndarray, g: dict[str, float]) -> np.ndarray:
     # Outline: an egg, wider at the top; the lobe is narrower.
     width_at = 1.0 + 0.18 * b
     q = np.sqrt((a / width_at) ** 2 + b**2)
-    outline = smoothstep(1.0, 0.82, q)
+    outline = smoothstep(1.05, 0.75, q)
     # Stand-off grows towards the back rim (the ear flares out); the front is attached.
     flare = g["ear_protrusion"] * (0.3 + 0.7 * smoothstep(-1.0, 0.9, a))
-    helix = 0.35 * g["ear_protrusion"] * bump((q - 0.86) / 0.14)
+    helix = 0.3 * g["ear_protrusion"] * bump((q - 0.8) / 0.2)
     concha = 0.55 * g["ear_protrusion"] * ellipse_bump(a, b, -0.1, -0.12, 0.55, 0.38)
     fossa = 0.25 * g["ear_protrusion"] * ellipse_bump(a, b, 0.05, 0.52, 0.5, 0.22)
     tragus = 0.25 * g["ear_protrusion"] * ellipse_bump(a, b, -0.85, -0.2, 0.25, 0.2)
@@ -136,13 +138,18 @@ def ear_height(p0: np.ndarray, g: dict[str, float]) -> np.ndarray:
 
 
 def lid_sphere_z(x: np.ndarray, y: np.ndarray, g: dict[str, float]) -> np.ndarray:
-    """z of the closed-lid sphere's front over its disk, -inf outside, (N,)."""
+    """z of the closed-lid sphere's front around each eye, (N,).
+
+    Beyond the sphere's silhouette the value falls off steeply instead of
+    jumping to -inf, so the smooth maximum with the skin stays continuous.
+    """
     radius = g["eye_radius"] + g["lid_thickness"]
-    out = np.full(x.shape, -np.inf)
+    out = np.full(x.shape, -1.0)
     for sign in (-1.0, 1.0):
-        r2 = (x - sign * g["eye_x"]) ** 2 + (y - g["eye_y"]) ** 2
-        inside = r2 < radius**2
-        out = np.where(inside, g["eye_z"] + np.sqrt(np.clip(radius**2 - r2, 0.0, None)), out)
+        r = np.sqrt((x - sign * g["eye_x"]) ** 2 + (y - g["eye_y"]) ** 2)
+        cap = np.sqrt(np.clip(radius**2 - r**2, 0.0, None))
+        z = g["eye_z"] + np.where(r < radius, cap, -8.0 * (r - radius))
+        out = np.maximum(out, z)
     return out
 
 
@@ -161,6 +168,6 @@ def sculpt(p0: np.ndarray, n0: np.ndarray, g: dict[str, float]) -> np.ndarray:
     p = p0 + side_height(p0, g)[:, None] * horiz
     p[:, 2] += front_height(p0, g)
     lid = lid_sphere_z(p[:, 0], p[:, 1], g)
-    blend = np.isfinite(lid) & (p0[:, 2] > 0.1)
-    p[blend, 2] = smooth_max(p[blend, 2], lid[blend], g["lid_blend"])
+    front = p0[:, 2] > 0.1
+    p[front, 2] = smooth_max(p[front, 2], lid[front], g["lid_blend"])
     return p

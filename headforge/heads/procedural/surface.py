@@ -1,0 +1,208 @@
+"""Head-surface layout (rows, columns, slits) and vertex positions.
+
+Every head-surface vertex is a ray direction (theta, phi) from
+``RAY_ORIGIN``; its position is the base surface along that ray plus the
+feature displacements (features.py). The rows and columns are placed once,
+from the nominal geometry: columns are denser at the front, rows follow the
+surface's arc length with extra density on the face, and one row passes
+exactly through each lid closure line and the lip slit.
+
+Eyelids open by moving ray directions: on the upper side of an eye slit the
+rows are pushed up (towards smaller theta) by an almond-shaped amount that
+fades over the lid, on the lower side pushed down. The lid margins then lie
+on the closed-lid sphere around the eyeball, and a blink is simply the same
+construction with a smaller opening.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from headforge.heads.procedural.base_shape import RAY_ORIGIN, BaseShape, ray_directions
+from headforge.heads.procedural.features import sculpt
+from headforge.heads.procedural.fields import smoothstep
+from headforge.heads.procedural.topology import HeadTopology, Slit, build_head_topology
+
+__all__ = ["HeadLayout", "LidState", "build_layout", "surface_points", "head_surface"]
+
+_COLUMN_WARP = 0.55  # column density at the front is (1 + w) / (1 - w) times that at the back
+_UPPER_LID_REACH = 0.2  # radians of rows above a lid slit that the opening compresses
+_LOWER_LID_REACH = 0.14
+
+
+@dataclass(frozen=True)
+class LidState:
+    """Opening of both eyes' lids: 1 = nominal open, 0 = closed, >1 wider."""
+
+    left_upper: float = 1.0
+    left_lower: float = 1.0
+    right_upper: float = 1.0
+    right_lower: float = 1.0
+
+
+@dataclass
+class HeadLayout:
+    """Fixed sampling of the head surface.
+
+    Attributes:
+        topology: slit grid indexing and faces.
+        theta_rows: (n_rows,) ray polar angle of each row (decreasing upwards).
+        phi_cols: (n_cols,) ray azimuth of each column, in [-pi, pi).
+        theta, phi: (n_head,) nominal ray angles of every head vertex (poles included).
+        slits: name -> Slit ("left_eye", "right_eye", "mouth").
+        nominal_radius: (n_head,) base-surface distances of the nominal, open-lid template.
+    """
+
+    topology: HeadTopology
+    theta_rows: np.ndarray
+    phi_cols: np.ndarray
+    theta: np.ndarray
+    phi: np.ndarray
+    slits: dict[str, Slit]
+    nominal_radius: np.ndarray | None = None
+
+
+def surface_points(theta: np.ndarray, phi: np.ndarray, g: dict[str, float], base: BaseShape,
+                   radius_guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sculpted surface points along rays.
+
+    Args:
+        theta, phi: (N,) ray angles.
+        g: geometry parameters.
+        base: the base volume built from ``g``.
+        radius_guess: (N,) distances of a nearby solution (Newton refinement
+            instead of a full search), or None.
+    Returns:
+        points (N, 3) and base distances (N,).
+    """
+    dirs = ray_directions(theta, phi)
+    if radius_guess is None:
+        radius = base.solve_radius(dirs)
+    else:
+        radius = base.refine_radius(dirs, radius_guess)
+    p0 = RAY_ORIGIN + radius[:, None] * dirs
+    h = 1e-5
+    grad = np.stack([base.field(p0 + h * e) - base.field(p0 - h * e) for e in np.eye(3)], axis=1)
+    normals = grad / np.maximum(np.linalg.norm(grad, axis=1, keepdims=True), 1e-12)
+    return sculpt(p0, normals, g), radius
+
+
+def _row_angles(g: dict[str, float], base: BaseShape, n_rows: int, theta_eye: float, theta_mouth: float
+                ) -> np.ndarray:
+    """Row angles by weighted arc length over many meridians, rows snapped to the slit lines."""
+    fine = np.linspace(1e-3, np.pi - 1e-3, 1200)
+    meridians = np.linspace(-np.pi, np.pi, 24, endpoint=False)
+    tt, pp = np.meshgrid(fine, meridians, indexing="ij")
+    pts, _ = surface_points(tt.ravel(), pp.ravel(), g, base)
+    pts = pts.reshape(fine.size, meridians.size, 3)
+    seg = np.linalg.norm(np.diff(pts, axis=0), axis=-1).mean(axis=1)  # (1199,)
+    mid = 0.5 * (fine[1:] + fine[:-1])
+    # Extra rows on the face and around the lids and lips, where the detail is.
+    weight = (1.0 + 0.9 * smoothstep(np.pi / 2 - 0.55, np.pi / 2 - 0.35, mid) * smoothstep(
+        np.pi / 2 + 0.75, np.pi / 2 + 0.55, mid)
+        + 2.2 * np.exp(-(((mid - theta_eye) / 0.09) ** 2)) + 1.6 * np.exp(-(((mid - theta_mouth) / 0.07) ** 2)))
+    cdf = np.concatenate([[0.0], np.cumsum(seg * weight)])
+    targets = np.linspace(0.0, cdf[-1], n_rows + 2)[1:-1]
+    theta = np.interp(targets, cdf, fine)
+    for snap in (theta_eye, theta_mouth):
+        theta[np.argmin(np.abs(theta - snap))] = snap
+    return np.sort(theta)[::-1]  # row 0 at the bottom (largest theta)
+
+
+def _theta_for_height(phi: float, y_target: float, g: dict[str, float], base: BaseShape) -> float:
+    """Ray angle at azimuth phi whose sculpted surface point has height y_target (bisection)."""
+    lo, hi = np.pi / 2 - 0.8, np.pi / 2 + 0.8  # y decreases as theta grows
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        y = surface_points(np.array([mid]), np.array([phi]), g, base)[0][0, 1]
+        lo, hi = (mid, hi) if y > y_target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def build_layout(g: dict[str, float], n_rows: int = 98, n_cols: int = 160) -> HeadLayout:
+    """Place rows, columns and slits for the nominal geometry ``g``."""
+    if n_cols % 2:
+        raise ValueError("n_cols must be even (mirror symmetry)")
+    base = BaseShape(g)
+    s = -np.pi + 2.0 * np.pi * np.arange(n_cols) / n_cols
+    phi_cols = s - _COLUMN_WARP * np.sin(s)
+    eye_phi = float(np.arctan2(g["eye_x"], g["eye_z"] + g["eye_radius"]))
+    theta_eye = _theta_for_height(eye_phi, g["eye_y"] + g["lid_closure_dy"], g, base)
+    theta_mouth = _theta_for_height(0.0, g["mouth_y"], g, base)
+    theta_rows = _row_angles(g, base, n_rows, theta_eye, theta_mouth)
+    row_eye = int(np.argmin(np.abs(theta_rows - theta_eye)))
+    row_mouth = int(np.argmin(np.abs(theta_rows - theta_mouth)))
+
+    def nearest_column(row: int, x_target: float) -> int:
+        front = np.flatnonzero(np.abs(phi_cols) < 1.2)
+        pts, _ = surface_points(np.full(front.size, theta_rows[row]), phi_cols[front], g, base)
+        return int(front[np.argmin(np.abs(pts[:, 0] - x_target))])
+
+    inner = nearest_column(row_eye, g["eye_x"] - g["fissure_half_w"])
+    outer = nearest_column(row_eye, g["eye_x"] + g["fissure_half_w"])
+    corner = nearest_column(row_mouth, g["mouth_half_w"])
+    mirror = lambda j: n_cols - j  # noqa: E731 - column j at +x mirrors to column n_cols - j at -x
+    slits = {
+        "left_eye": Slit("left_eye", row_eye, inner, outer),
+        "right_eye": Slit("right_eye", row_eye, mirror(outer), mirror(inner)),
+        "mouth": Slit("mouth", row_mouth, mirror(corner), corner),
+    }
+    topology = build_head_topology(n_rows, n_cols, list(slits.values()))
+    theta = np.zeros(topology.n_vertices)
+    phi = np.zeros(topology.n_vertices)
+    grid = topology.row_of < n_rows
+    grid &= topology.row_of >= 0
+    theta[grid] = theta_rows[topology.row_of[grid]]
+    phi[grid] = phi_cols[topology.col_of[grid]]
+    theta[topology.bottom_pole] = np.pi
+    theta[topology.top_pole] = 0.0
+    layout = HeadLayout(topology, theta_rows, phi_cols, theta, phi, slits)
+    _, layout.nominal_radius = surface_points(*lid_warp(layout, g, LidState()), g, base)
+    return layout
+
+
+def lid_warp(layout: HeadLayout, g: dict[str, float], lids: LidState) -> tuple[np.ndarray, np.ndarray]:
+    """Ray angles with both eyes' lids opened as ``lids`` says, (n_head,) each."""
+    topo = layout.topology
+    theta = layout.theta.copy()
+    row_theta = layout.theta
+    scales = {"left_eye": (lids.left_upper, lids.left_lower), "right_eye": (lids.right_upper, lids.right_lower)}
+    for name, (up_scale, low_scale) in scales.items():
+        slit = layout.slits[name]
+        theta_s = layout.theta_rows[slit.row]
+        phi_a, phi_b = layout.phi_cols[slit.col_start], layout.phi_cols[slit.col_end]
+        u = 2.0 * (layout.phi - phi_a) / (phi_b - phi_a) - 1.0
+        u_io = u if name == "left_eye" else -u  # -1 inner corner, +1 outer corner
+        inside = np.abs(u) <= 1.0
+        radius_eye = 0.2
+        # Almond: the upper lid peaks a little towards the nose, the lower lid a little outwards.
+        up_shape = np.where(inside, np.clip(1.0 - u_io**2, 0.0, None) ** 0.8 * (1.0 - 0.18 * u_io), 0.0)
+        low_shape = np.where(inside, np.clip(1.0 - u_io**2, 0.0, None) ** 0.9 * (1.0 + 0.2 * u_io), 0.0)
+        up_amount = up_scale * g["upper_lid_open"] / radius_eye * up_shape
+        low_amount = low_scale * g["lower_lid_open"] / radius_eye * low_shape
+        tilt = g["canthal_tilt"] / radius_eye * 0.5 * u_io * smoothstep(1.8, 1.0, np.abs(u_io))
+        above = (row_theta < theta_s) | ((topo.row_of == slit.row) & (topo.side == 1))
+        below = (row_theta > theta_s) | ((topo.row_of == slit.row) & (topo.side == -1))
+        on_row = topo.row_of == slit.row
+        dist = np.abs(row_theta - theta_s)
+        fall_up = np.clip(1.0 - dist / _UPPER_LID_REACH, 0.0, None) ** 2
+        fall_low = np.clip(1.0 - dist / _LOWER_LID_REACH, 0.0, None) ** 2
+        lateral = smoothstep(2.2, 1.0, np.abs(u))
+        shift = np.zeros_like(theta)
+        shift = np.where(above, -up_amount * fall_up - tilt * fall_up * lateral, shift)
+        shift = np.where(below, low_amount * fall_low - tilt * fall_low * lateral, shift)
+        # Corners and the rest of the slit row (outside the corners) only follow the tilt.
+        shift = np.where(on_row & (topo.side == 0), -tilt * lateral, shift)
+        theta = theta + shift
+    return theta, layout.phi
+
+
+def head_surface(layout: HeadLayout, g: dict[str, float], lids: LidState, base: BaseShape | None = None
+                 ) -> np.ndarray:
+    """(n_head, 3) head-surface vertex positions for geometry ``g`` and lid state ``lids``."""
+    base = BaseShape(g) if base is None else base
+    theta, phi = lid_warp(layout, g, lids)
+    points, _ = surface_points(theta, phi, g, base, radius_guess=layout.nominal_radius)
+    return points
