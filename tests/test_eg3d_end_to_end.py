@@ -91,7 +91,7 @@ def test_train_generate_video_mesh(dataset: Path, tmp_path: Path) -> None:
         main(["video", "--ckpt", str(run), "--seed", "0", "--orbit", "--frames", "6", "--out", str(video)])
         == 0
     )
-    frames = list(imageio.get_reader(video))
+    frames = imageio.mimread(video)
     assert len(frames) == 6 and frames[0].shape[:2] == (32, 32)
     assert not np.array_equal(frames[0], frames[2]), "the orbit does not move"
 
