@@ -371,6 +371,19 @@ def test_renderer_chunked_equals_unchunked() -> None:
             assert torch.allclose(results[0][name], other[name], atol=1e-6, rtol=1e-5), name
 
 
+def test_renderer_density_noise_more_fine_than_coarse_samples() -> None:
+    origins, directions = _rays_towards_minus_z(torch.rand(4, 2) * 0.4 - 0.2, z0=2.7)
+    outputs = []
+    for noise in (0.0, 0.5):
+        options = RenderingOptions(num_coarse=6, num_fine=10, ray_start=2.0, ray_end=3.4, density_noise=noise)
+        renderer = VolumeRenderer(options)
+        outputs.append(
+            renderer(SmoothField(), origins, directions, generator=torch.Generator().manual_seed(0))
+        )
+    assert outputs[1]["sample_depths"].shape == (1, 4, 16, 1)
+    assert not torch.allclose(outputs[0]["opacity"], outputs[1]["opacity"])
+
+
 def test_renderer_merged_composite_equals_sorted_gather() -> None:
     """The renderer's per-pass weighted sums equal EG3D's cat + sort + gather + composite."""
     field = SmoothField()

@@ -273,3 +273,16 @@ def test_gradients_reach_all_parameters():
     for name, p in list(net.named_parameters()) + list(mapping.named_parameters()):
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
+
+
+def test_bfloat16_autocast_inference_stays_close_to_float32():
+    # The fast CPU inference path: oneDNN bfloat16 convolutions under autocast.
+    torch.manual_seed(0)
+    net = tiny_synthesis(32).eval()
+    ws = torch.randn(1, net.num_ws, 16)
+    with torch.inference_mode():
+        reference = net(ws, noise_mode="const")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = net(ws, noise_mode="const")
+    relative = (fast.float() - reference).abs().mean() / reference.abs().mean()
+    assert relative < 0.03

@@ -9,6 +9,7 @@ from headforge.nn.triplane import (
     PLANE_LAYOUTS,
     TriplaneDecoder,
     TriplaneField,
+    mean_over_planes,
     project_to_planes,
     sample_triplanes,
 )
@@ -111,6 +112,14 @@ def test_sample_triplanes_gradcheck() -> None:
     points = (torch.rand(1, 7, 3, generator=gen, dtype=torch.float64) - 0.5) * 0.8
     points.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda p, x: sample_triplanes(p, x, "eg3d"), (planes, points))
+
+
+def test_mean_over_planes_any_layout() -> None:
+    storage = torch.randn(2, 3, 5, 7)  # (B, 3, C, N)
+    transposed = storage.transpose(2, 3)
+    expected = (transposed[:, 0] + transposed[:, 1] + transposed[:, 2]) / 3
+    assert torch.allclose(mean_over_planes(transposed), expected, atol=1e-6)
+    assert torch.allclose(mean_over_planes(transposed.contiguous()), expected, atol=1e-6)
 
 
 def test_decoder_matches_explicit_mlp() -> None:

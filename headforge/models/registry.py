@@ -20,7 +20,9 @@ class ModelSpec:
     """Everything the CLI needs to know about one system.
 
     ``build_training(config, dataset, device)`` returns the system's
-    :class:`TrainingPlan`.
+    :class:`TrainingPlan`. ``build_dataset(config, dataset, seed)``, when set,
+    turns the checked image dataset into the one the system trains on (e.g.
+    frame pairs); the launcher hands that to ``build_training`` and the trainer.
     """
 
     name: str
@@ -31,6 +33,7 @@ class ModelSpec:
     build_discriminator: Callable[[Any], nn.Module]
     build_training: Callable[..., Any]
     required_dataset_keys: tuple[str, ...] = ()
+    build_dataset: Callable[..., Any] | None = None
 
 
 @dataclass
@@ -56,6 +59,7 @@ class TrainingPlan:
 # `headforge --help` stays fast and one system's imports never slow another's.
 _SPEC_LOCATIONS: dict[str, str] = {
     "eg3d": "headforge.training.steps.eg3d:SPEC",
+    "nerffaceshop": "headforge.training.steps.nerffaceshop:SPEC",
 }
 
 

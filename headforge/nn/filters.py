@@ -346,11 +346,11 @@ def gaussian_blur(x: torch.Tensor, sigma: float, truncate: float = 3.0) -> torch
 
     Used to blur discriminator inputs early in training (EG3D fades a blur
     from sigma 10 to 0). This is a true Gaussian of standard deviation
-    ``sigma`` pixels, radius ``int(truncate * sigma + 0.5)`` (equal to
-    ``scipy.ndimage.gaussian_filter(..., truncate=truncate)`` away from the
-    borders). EG3D's own kernel is ``2^(-(t / sigma)^2)``, i.e. a Gaussian of
-    standard deviation ``sigma / sqrt(2 ln 2) ~= 0.85 sigma``; scale sigma by
-    that factor to reproduce it. ``sigma <= 0`` returns ``x`` unchanged.
+    ``sigma`` pixels, radius ``int(truncate * sigma + 0.5)``, equal to
+    ``scipy.ndimage.gaussian_filter(x, sigma, truncate=truncate, mode='constant')``.
+    EG3D's own kernel is ``2^(-(t / sigma)^2)``, a Gaussian of standard
+    deviation ``sigma / sqrt(2 ln 2) ~= 0.85 sigma``: pass ``0.85 * sigma`` to
+    reproduce it. ``sigma <= 0`` returns ``x`` itself.
     """
     if sigma <= 0:
         return x

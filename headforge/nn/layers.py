@@ -125,21 +125,31 @@ class FullyConnectedLayer(torch.nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Scaling the (batch, in) input is cheaper than scaling the weight matrix.
-        x_scaled = x * self.weight_gain
-        bias = None
-        if self.bias is not None:
-            bias = self.bias.to(x.dtype)
-            if self.bias_gain != 1:
-                bias = bias * self.bias_gain
-        if self.activation == "linear":
-            return F.linear(x_scaled, self.weight.to(x.dtype), bias)
-        return bias_act(F.linear(x_scaled, self.weight.to(x.dtype)), bias, dim=-1, act=self.activation)
+        # Dense layers are cheap and set styles and latents: keep them in float32
+        # even under autocast or float16 (float64 stays float64, for gradcheck).
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            # Scaling the (batch, in) input is cheaper than scaling the weight matrix.
+            x_scaled = x.to(dtype) * self.weight_gain
+            weight = self.weight.to(dtype)
+            bias = None
+            if self.bias is not None:
+                bias = self.bias.to(dtype)
+                if self.bias_gain != 1:
+                    bias = bias * self.bias_gain
+            if self.activation == "linear":
+                return F.linear(x_scaled, weight, bias)
+            return bias_act(F.linear(x_scaled, weight), bias, dim=-1, act=self.activation)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
         )
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4D tensor is laid out channels-last (and not also plain contiguous)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def _conv(
@@ -155,6 +165,10 @@ def _conv(
     """conv2d / conv_transpose2d; ``flip_weight=False`` makes conv2d a true convolution."""
     if not flip_weight and (w.shape[2] > 1 or w.shape[3] > 1):
         w = w.flip([2, 3])
+    # A weight in the input's memory format keeps oneDNN from copying the
+    # (usually much larger) input to match the weight.
+    memory_format = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    w = w.contiguous(memory_format=memory_format)
     if transpose:
         return F.conv_transpose2d(x, w, bias, stride=stride, padding=padding, groups=groups)
     return F.conv2d(x, w, bias, stride=stride, padding=padding, groups=groups)
@@ -230,9 +244,6 @@ def conv2d_resample(
         else:
             w = w.reshape(groups, out_channels // groups, in_per_group, kh, kw).transpose(1, 2)
             w = w.reshape(groups * in_per_group, out_channels // groups, kh, kw)
-        # A weight in the input's memory format keeps oneDNN from copying the input.
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        w = w.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         px0 -= kw - 1
         px1 -= kw - up
         py0 -= kh - 1

@@ -144,14 +144,14 @@ class VolumeRenderer(nn.Module):
             generator=generator,
             disparity_space=opts.disparity_space_sampling,
         )
-        coarse_noise = self._density_noise(coarse_depths, generator)
+        coarse_noise = self._density_noise((batch, rays, opts.num_coarse, 1), near, generator)
         quantiles = fine_noise = None
         if opts.num_fine > 0:
             if opts.perturb:
                 quantiles = torch.rand(
                     (batch, rays, opts.num_fine), generator=generator, dtype=near.dtype, device=near.device
                 )
-            fine_noise = self._density_noise(coarse_depths[:, :, : opts.num_fine], generator)
+            fine_noise = self._density_noise((batch, rays, opts.num_fine, 1), near, generator)
 
         def rows(tensor: torch.Tensor | None, ray_slice: slice) -> torch.Tensor | None:
             return None if tensor is None else tensor[:, ray_slice]
@@ -175,11 +175,13 @@ class VolumeRenderer(nn.Module):
             return pieces[0]
         return {name: torch.cat([piece[name] for piece in pieces], dim=1) for name in pieces[0]}
 
-    def _density_noise(self, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor | None:
-        """Gaussian noise for the raw density, shaped like ``like``, or None when disabled."""
+    def _density_noise(
+        self, shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor | None:
+        """Gaussian noise for the raw density (dtype and device of ``like``), or None when disabled."""
         if self.options.density_noise <= 0:
             return None
-        noise = torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+        noise = torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
         return noise * self.options.density_noise
 
     def _render_rays(

@@ -89,6 +89,8 @@ def build_trainer(request: TrainRequest) -> Trainer:
     dataset = open_dataset(spec, request)
     config = resolve_config(spec, request.preset, dataset.resolution, request.batch, request.overrides)
     check_batch_size(dataset, config.batch_size, dist.world_size)
+    if spec.build_dataset is not None:
+        dataset = spec.build_dataset(config, dataset, request.seed)
     torch.manual_seed(request.seed)  # identical initial weights on every rank
     plan = spec.build_training(config, dataset, dist.device)
     kimg = request.kimg if request.kimg is not None else DEFAULT_KIMG.get(request.preset, FALLBACK_KIMG)

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from headforge.heads.procedural import parts as P
-from headforge.heads.procedural.base_shape import BaseShape
-from headforge.heads.procedural.surface import HeadLayout, LidState, head_surface
+from headforge.heads.procedural.surface import HeadLayout
 from headforge.heads.procedural.topology import bag_faces, sphere_faces, tube_faces
 
 __all__ = ["MeshParts", "build_parts", "assemble_vertices", "EYE_NAMES", "eye_centre", "mouth_frame"]
@@ -113,15 +112,21 @@ def build_parts(layout: HeadLayout) -> MeshParts:
                      np.concatenate(anchor), np.concatenate(depth))
 
 
-def assemble_vertices(layout: HeadLayout, mesh: MeshParts, g: dict[str, float], lids: LidState,
-                      base: BaseShape | None = None) -> np.ndarray:
-    """(V, 3) float64 positions of every vertex for geometry ``g`` and lid state ``lids``."""
+def assemble_vertices(layout: HeadLayout, mesh: MeshParts, g: dict[str, float], head: np.ndarray,
+                      open_rims: dict[str, np.ndarray]) -> np.ndarray:
+    """(V, 3) float64 positions of every vertex.
+
+    Args:
+        head: (n_head, 3) head-surface vertices.
+        open_rims: eye name -> (L, 3) lid-rim positions with the lids open,
+            relative to the eyeball centre (fixes the deep socket rings).
+    """
     verts = np.zeros((mesh.n_vertices, 3))
-    head = head_surface(layout, g, lids, base)
     verts[mesh.vertex_slices["head"]] = head
     for name in EYE_NAMES:
         loop = layout.topology.loops[name]
-        verts[mesh.vertex_slices[f"{name}_socket"]] = P.socket_rings(head[loop.vertices], eye_centre(g, name), g)
+        centre = eye_centre(g, name)
+        verts[mesh.vertex_slices[f"{name}_socket"]] = P.socket_rings(head[loop.vertices], open_rims[name], centre, g)
         eyeball, alpha = P.eyeball_vertices(eye_centre(g, name), g)
         verts[mesh.vertex_slices[f"{name}ball"]] = eyeball
     mesh.eyeball_alpha = np.concatenate([alpha, alpha])

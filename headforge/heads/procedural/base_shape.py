@@ -9,9 +9,11 @@ super-elliptic dome that closes at the crown. The head is cut from below by
 the jaw line ``y = jaw_line(z)`` (a smooth intersection), and a leaning
 superelliptic neck cylinder is added with a smooth union.
 
-The volume is star-shaped from ``RAY_ORIGIN``: each surface vertex is the
-outermost zero crossing of the field along a fixed ray direction (theta, phi)
-(theta from +y, phi from +z towards +x).
+Every surface vertex is the outermost zero crossing of the field along a
+fixed ray (``ray_frame``): rays fan out from ``RAY_ORIGIN`` over the head;
+further down their origin slides down the neck axis while they turn
+horizontal, so the neck is cut square-on instead of at a grazing angle, and
+the last rays turn down onto the bottom cap.
 
 Units: world units (1 mm of a real head ~ 0.002).
 """
@@ -23,7 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-__all__ = ["RAY_ORIGIN", "BaseShape", "smooth_min", "smooth_max", "ray_directions"]
+__all__ = ["RAY_ORIGIN", "BASE_KEYS", "BaseShape", "smooth_min", "smooth_max", "ray_directions", "ray_frame"]
+
+#: Geometry parameters that change the base volume (everything else is a feature on top of it).
+BASE_KEYS = (
+    "crown_y", "dome_y", "dome_side_power", "dome_front_power", "head_half_x", "temple_half_x", "cheek_half_x",
+    "jaw_half_x", "forehead_z", "brow_z", "eye_front_z", "midface_z", "mouth_z", "chin_z", "head_back",
+    "face_squareness", "gonion_y", "menton_y", "jaw_line_blend", "neck_z", "neck_lean", "neck_half_x",
+    "neck_half_z", "neck_bottom_y", "neck_top_y", "neck_blend",
+)
 
 #: Centre of the ray fan (eye height, mid-depth of the cranium).
 RAY_ORIGIN = np.array([0.0, 0.02, 0.0])
@@ -46,6 +56,43 @@ def ray_directions(theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
     """Unit directions (..., 3); theta from +y, phi from +z towards +x."""
     st = np.sin(theta)
     return np.stack([st * np.sin(phi), np.cos(theta), st * np.cos(phi)], axis=-1)
+
+
+# Ray frame below the head (fixed, from the nominal neck). The neck rays start later at the front, after
+# the rays from RAY_ORIGIN have swept the whole underside of the chin, and earlier at the back (the nape).
+_NECK_RAYS_START_BACK, _NECK_RAYS_START_FRONT = 2.35, 2.8
+_NECK_RAYS_TURN = 0.4  # fraction of the remaining theta range over which origins slide down and rays turn
+_CAP_RAYS_START = np.pi - 0.12
+_NECK_AXIS = (-0.025, -0.2)  # axis z at y = -0.25, and dz/dy
+_NECK_ORIGIN_TOP, _NECK_ORIGIN_BOTTOM = -0.27, -0.39
+
+
+def _smoothstep(e0: np.ndarray | float, e1: np.ndarray | float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def ray_frame(theta: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ray origins and unit directions for ray parameters (theta, phi), each (N, 3).
+
+    Up to ``t1(phi)`` (2.8 at the front, 2.35 at the back) rays leave
+    ``RAY_ORIGIN`` along ``ray_directions(theta, phi)``. Over the next 40 % of
+    the range left before the cap rays, the origin slides down to the neck axis at y = -0.27 while the direction
+    turns horizontal; then the origin goes on down the axis to y = -0.39, and
+    over the last 0.12 rad the direction turns straight down onto the cap.
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    phi = np.asarray(phi, dtype=np.float64)
+    start = _NECK_RAYS_START_BACK + (_NECK_RAYS_START_FRONT - _NECK_RAYS_START_BACK) * (0.5 + 0.5 * np.cos(phi)) ** 2
+    full = start + _NECK_RAYS_TURN * (_CAP_RAYS_START - start)
+    blend = _smoothstep(start, full, theta)
+    along = np.clip((theta - full) / (_CAP_RAYS_START - full), 0.0, 1.0)
+    y_axis = _NECK_ORIGIN_TOP + (_NECK_ORIGIN_BOTTOM - _NECK_ORIGIN_TOP) * along
+    axis = np.stack([np.zeros_like(y_axis), y_axis, _NECK_AXIS[0] + _NECK_AXIS[1] * (y_axis + 0.25)], -1)
+    origins = RAY_ORIGIN + blend[:, None] * (axis - RAY_ORIGIN)
+    down = _smoothstep(_CAP_RAYS_START, np.pi, theta) * (np.pi / 2)
+    polar = (1.0 - blend) * theta + blend * (np.pi / 2 + down)
+    return origins, ray_directions(polar, phi)
 
 
 def _tabulate(ys: list[float], values: list[float], smoothing: float = 0.014) -> np.ndarray:
@@ -132,15 +179,22 @@ class BaseShape:
         """Base volume: head smooth-union neck. p (..., 3) -> (...,)."""
         return smooth_min(self.head_field(p), self.neck_field(p), self.g["neck_blend"])
 
-    def solve_radius(self, dirs: np.ndarray, n_march: int = 24, n_bisect: int = 36) -> np.ndarray:
-        """Distance from RAY_ORIGIN to the outermost crossing along each unit direction (N, 3) -> (N,)."""
+    def normals(self, p: np.ndarray) -> np.ndarray:
+        """Outward unit normals of the level set through p (central differences), (N, 3)."""
+        h = 1e-5
+        grad = np.stack([self.field(p + h * e) - self.field(p - h * e) for e in np.eye(3)], axis=1)
+        return grad / np.maximum(np.linalg.norm(grad, axis=1, keepdims=True), 1e-12)
+
+    def solve_radius(self, origins: np.ndarray, dirs: np.ndarray, n_march: int = 24, n_bisect: int = 36
+                     ) -> np.ndarray:
+        """Distance from each ray origin (N, 3) to the outermost crossing along its unit direction (N, 3)."""
         ts = np.linspace(_RAY_MAX, 0.0, n_march + 1)
         outer = np.full(dirs.shape[0], _RAY_MAX)
         inner = np.zeros(dirs.shape[0])
         found = np.zeros(dirs.shape[0], dtype=bool)
         for k in range(1, n_march + 1):
             todo = ~found
-            f = self.field(RAY_ORIGIN + ts[k] * dirs[todo])
+            f = self.field(origins[todo] + ts[k] * dirs[todo])
             hit_local = f < 0
             idx = np.flatnonzero(todo)[hit_local]
             inner[idx] = ts[k]
@@ -150,18 +204,18 @@ class BaseShape:
                 break
         for _ in range(n_bisect):
             mid = 0.5 * (inner + outer)
-            inside = self.field(RAY_ORIGIN + mid[:, None] * dirs) < 0
+            inside = self.field(origins + mid[:, None] * dirs) < 0
             inner = np.where(inside, mid, inner)
             outer = np.where(inside, outer, mid)
         return 0.5 * (inner + outer)
 
-    def refine_radius(self, dirs: np.ndarray, t0: np.ndarray, n_iter: int = 3) -> np.ndarray:
-        """Newton steps from a nearby solution t0 (N,), for slightly changed parameters."""
+    def refine_radius(self, origins: np.ndarray, dirs: np.ndarray, t0: np.ndarray, n_iter: int = 3) -> np.ndarray:
+        """Newton steps from a nearby solution t0 (N,), for slightly changed parameters or rays."""
         t = t0.copy()
         h = 1e-5
         for _ in range(n_iter):
-            f = self.field(RAY_ORIGIN + t[:, None] * dirs)
-            df = (self.field(RAY_ORIGIN + (t + h)[:, None] * dirs) - f) / h
+            f = self.field(origins + t[:, None] * dirs)
+            df = (self.field(origins + (t + h)[:, None] * dirs) - f) / h
             step = np.clip(-f / np.where(df < 1e-2, 1e-2, df), -0.01, 0.01)
             t = t + step
         return t

@@ -70,13 +70,13 @@ def _lip_height(x: np.ndarray, y: np.ndarray, g: dict[str, float]) -> np.ndarray
     lips = np.maximum(upper, lower)
     # Skin around the mouth: philtral columns, the sulcus under the lower lip, the chin pad.
     philtrum_top = g["subnasale_y"] - 0.004
-    philtrum = 0.0016 * (ridge(ax, y, (0.0075, y_m + 0.017), (0.0055, philtrum_top), 0.0032)
-                         - 0.6 * ridge(ax, y, (0.0, y_m + 0.017), (0.0, philtrum_top), 0.003))
+    philtrum = g["philtrum_depth"] * (ridge(ax, y, (0.0075, y_m + 0.017), (0.0055, philtrum_top), 0.0045)
+                         - 0.6 * ridge(ax, y, (0.0, y_m + 0.017), (0.0, philtrum_top), 0.0045))
     sulcus = -g["sulcus_depth"] * ridge(x, y, (-0.036, y_m - 0.03), (0.036, y_m - 0.03), 0.011, taper=0.6) * (
         1.0 - 0.25 * (x / 0.036) ** 2)
-    chin = g["chin_pad"] * ellipse_bump(ax, y, 0.0, g["menton_y"] + 0.03, 0.045, 0.036)
+    chin = g["chin_pad"] * ellipse_bump(ax, y, 0.0, g["menton_y"] + 0.03, g["chin_half_w"], 0.036)
     corner = -0.003 * ellipse_bump(ax, y, half_w + 0.004, y_m, 0.008, 0.01)
-    muzzle = g["muzzle"] * ellipse_bump(ax, y, 0.0, y_m + 0.008, 0.075, 0.07)
+    muzzle = g["muzzle"] * ellipse_bump(ax, y, 0.0, y_m + 0.016, 0.075, 0.07)
     return lips + philtrum + sulcus + chin + corner + muzzle
 
 
@@ -84,7 +84,9 @@ def front_height(p0: np.ndarray, g: dict[str, float]) -> np.ndarray:
     """Height along +z of the front features above the base surface, (N,)."""
     x, y = p0[:, 0], p0[:, 1]
     ax = np.abs(x)
-    brow = g["brow_ridge"] * ellipse_bump(ax, y, 0.052, g["brow_y"] - 0.004, 0.066, 0.026, angle=-0.08)
+    # Both brows are summed (not placed at |x|) so the sum stays smooth across the midline.
+    brow = g["brow_ridge"] * (ellipse_bump(x, y, 0.052, g["brow_y"] - 0.004, 0.066, 0.026, angle=-0.08)
+                              + ellipse_bump(x, y, -0.052, g["brow_y"] - 0.004, 0.066, 0.026, angle=0.08))
     glabella = 0.4 * g["brow_ridge"] * ellipse_bump(ax, y, 0.0, g["brow_y"] - 0.006, 0.03, 0.024)
     socket = -g["eye_socket_depth"] * ellipse_bump(ax, y, g["eye_x"], g["eye_y"] + 0.004, 0.052, 0.042)
     under_eye = -0.003 * ellipse_bump(ax, y, g["eye_x"] + 0.004, g["eye_y"] - 0.034, 0.034, 0.02, angle=-0.2)
@@ -156,18 +158,25 @@ def lid_sphere_z(x: np.ndarray, y: np.ndarray, g: dict[str, float]) -> np.ndarra
 def sculpt(p0: np.ndarray, n0: np.ndarray, g: dict[str, float]) -> np.ndarray:
     """Apply all feature displacements to base surface points.
 
+    Each group of features is evaluated only where it can be non-zero
+    (front features need z > 0.03, side features the front half or the ear
+    band), which keeps rebuilding the mesh for every blendshape cheap.
+
     Args:
         p0: (N, 3) base surface points.
         n0: (N, 3) base outward unit normals.
     Returns:
         (N, 3) sculpted points.
     """
-    horiz = n0.copy()
+    p = p0.copy()
+    side = np.flatnonzero((p0[:, 2] > -0.02) | (np.abs(p0[:, 0]) > 0.085))
+    horiz = n0[side].copy()
     horiz[:, 1] = 0.0
     horiz /= np.maximum(np.linalg.norm(horiz, axis=1, keepdims=True), 1e-9)
-    p = p0 + side_height(p0, g)[:, None] * horiz
-    p[:, 2] += front_height(p0, g)
-    lid = lid_sphere_z(p[:, 0], p[:, 1], g)
-    front = p0[:, 2] > 0.1
-    p[front, 2] = smooth_max(p[front, 2], lid[front], g["lid_blend"])
+    p[side] += side_height(p0[side], g)[:, None] * horiz
+    front = np.flatnonzero(p0[:, 2] > 0.03)
+    p[front, 2] += front_height(p0[front], g)
+    lid_zone = front[p0[front, 2] > 0.1]
+    lid = lid_sphere_z(p[lid_zone, 0], p[lid_zone, 1], g)
+    p[lid_zone, 2] = smooth_max(p[lid_zone, 2], lid, g["lid_blend"])
     return p

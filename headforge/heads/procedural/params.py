@@ -26,7 +26,7 @@ NOMINAL: dict[str, float] = {
     "eye_front_z": 0.198,
     "midface_z": 0.205,
     "mouth_z": 0.212,
-    "chin_z": 0.212,
+    "chin_z": 0.218,
     "head_back": 0.195,  # back of the cranium from the y axis
     "face_squareness": 2.6,  # superellipse exponent of the face front
     "gonion_y": -0.155,  # height of the jaw angles
@@ -75,13 +75,15 @@ NOMINAL: dict[str, float] = {
     "mouth_y": -0.125,  # the lip slit (stomion)
     "mouth_half_w": 0.048,
     "upper_lip_height": 0.016,
-    "upper_lip_thick": 0.008,
+    "upper_lip_thick": 0.009,
     "lower_lip_height": 0.019,
-    "lower_lip_thick": 0.009,
+    "lower_lip_thick": 0.011,
     "sulcus_depth": 0.004,
     "chin_pad": 0.006,
-    "muzzle": 0.016,
+    "chin_half_w": 0.045,
+    "muzzle": 0.013,
     "nasolabial_depth": 0.0015,
+    "philtrum_depth": 0.0014,
     # --- cheeks, temples, jaw angle
     "cheekbone": 0.009,
     "cheekbone_x": 0.09,
@@ -95,6 +97,12 @@ NOMINAL: dict[str, float] = {
     "ear_z": -0.012,
     "ear_y": -0.008,
     "ear_protrusion": 0.02,
+    # --- regional offsets applied after construction (shape components that move a slit)
+    "eye_spacing_offset": 0.0,  # each eye moves outwards (x) by this much
+    "eye_height_offset": 0.0,
+    "eye_scale": 0.0,  # relative growth of each eye region about its eyeball centre
+    "mouth_width_scale": 0.0,  # relative growth of the mouth region along x
+    "mouth_height_offset": 0.0,
     # --- mouth interior
     "teeth_arch_half_w": 0.036,
     "teeth_arch_depth": 0.05,

@@ -55,21 +55,27 @@ def eyeball_vertices(centre: np.ndarray, g: dict[str, float]) -> tuple[np.ndarra
     return centre + r[:, None] * dirs, alpha
 
 
-def socket_rings(rim: np.ndarray, centre: np.ndarray, g: dict[str, float]) -> np.ndarray:
+def socket_rings(rim: np.ndarray, nominal_rim: np.ndarray, centre: np.ndarray, g: dict[str, float]) -> np.ndarray:
     """Eye-socket lining behind the lid rim: a sphere just outside the eyeball.
 
+    The first ring is the lid margin's inner edge and follows the rim as the
+    lids open and close; deeper rings are fixed by the *open* rim, so a blink
+    does not swing them across the eyeball.
+
     Args:
-        rim: (L, 3) lid-rim loop positions (``SlitLoop`` order).
+        rim: (L, 3) current lid-rim loop positions (``SlitLoop`` order).
+        nominal_rim: (L, 3) rim positions with the lids open, relative to the
+            eyeball centre.
         centre: (3,) eyeball centre.
     Returns:
         (len(SOCKET_RING_STEPS) * L + 1, 3): rings (ring-major), then the back pole.
     """
     radius = g["eye_radius"] + g["socket_margin"]
-    v = rim - centre
-    alpha = np.arccos(np.clip(v[:, 2] / np.linalg.norm(v, axis=1), -1.0, 1.0))
-    beta = np.arctan2(v[:, 1], v[:, 0])
-    rings = []
-    for step in SOCKET_RING_STEPS:
+    current = rim - centre
+    rings = [centre + radius * current / np.linalg.norm(current, axis=1, keepdims=True)]
+    alpha = np.arccos(np.clip(nominal_rim[:, 2] / np.linalg.norm(nominal_rim, axis=1), -1.0, 1.0))
+    beta = np.arctan2(nominal_rim[:, 1], nominal_rim[:, 0])
+    for step in SOCKET_RING_STEPS[1:]:
         a = alpha + (np.pi - alpha) * step
         rings.append(centre + radius * np.stack([np.sin(a) * np.cos(beta), np.sin(a) * np.sin(beta), np.cos(a)], 1))
     pole = centre + np.array([0.0, 0.0, -radius])
@@ -80,11 +86,11 @@ def socket_rings(rim: np.ndarray, centre: np.ndarray, g: dict[str, float]) -> np
 #: Ring 1 is the inner surface of the lips; the cavity then opens around the dental arches.
 MOUTH_RINGS = np.array([
     [0.98, 0.005, 0.007],  # half-width of the first two rings is relative to the mouth corners
-    [0.95, 0.014, 0.013],
-    [0.052, 0.030, 0.019],
-    [0.057, 0.037, 0.035],
-    [0.055, 0.037, 0.060],
-    [0.046, 0.032, 0.085],
+    [0.93, 0.014, 0.013],
+    [0.040, 0.028, 0.019],
+    [0.047, 0.036, 0.036],
+    [0.054, 0.037, 0.060],
+    [0.048, 0.033, 0.085],
     [0.030, 0.022, 0.100],
 ])
 _MOUTH_CURVATURE = 6.0  # the cavity bends back with the face: dz = -k x^2

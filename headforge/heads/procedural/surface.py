@@ -20,14 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headforge.heads.procedural.base_shape import RAY_ORIGIN, BaseShape, ray_directions
+from headforge.heads.procedural.base_shape import BASE_KEYS, BaseShape, ray_frame
 from headforge.heads.procedural.features import sculpt
 from headforge.heads.procedural.fields import smoothstep
 from headforge.heads.procedural.topology import HeadTopology, Slit, build_head_topology
 
-__all__ = ["HeadLayout", "LidState", "build_layout", "surface_points", "head_surface"]
+__all__ = ["HeadLayout", "LidState", "build_layout", "base_points", "surface_points", "lid_warp", "HeadSurfaceBuilder"]
 
-_COLUMN_WARP = 0.55  # column density at the front is (1 + w) / (1 - w) times that at the back
+_COLUMN_WARP = 0.6  # column density at the front is (1 + w) / (1 - w) times that at the back
 _UPPER_LID_REACH = 0.2  # radians of rows above a lid slit that the opening compresses
 _LOWER_LID_REACH = 0.14
 
@@ -64,45 +64,50 @@ class HeadLayout:
     nominal_radius: np.ndarray | None = None
 
 
-def surface_points(theta: np.ndarray, phi: np.ndarray, g: dict[str, float], base: BaseShape,
-                   radius_guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Sculpted surface points along rays.
+def base_points(theta: np.ndarray, phi: np.ndarray, base: BaseShape, radius_guess: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Base-surface points along rays, before any feature.
 
     Args:
         theta, phi: (N,) ray angles.
-        g: geometry parameters.
-        base: the base volume built from ``g``.
+        base: the base volume.
         radius_guess: (N,) distances of a nearby solution (Newton refinement
             instead of a full search), or None.
     Returns:
-        points (N, 3) and base distances (N,).
+        points (N, 3), outward unit normals (N, 3), distances along the rays (N,).
     """
-    dirs = ray_directions(theta, phi)
+    origins, dirs = ray_frame(theta, phi)
     if radius_guess is None:
-        radius = base.solve_radius(dirs)
+        radius = base.solve_radius(origins, dirs)
     else:
-        radius = base.refine_radius(dirs, radius_guess)
-    p0 = RAY_ORIGIN + radius[:, None] * dirs
-    h = 1e-5
-    grad = np.stack([base.field(p0 + h * e) - base.field(p0 - h * e) for e in np.eye(3)], axis=1)
-    normals = grad / np.maximum(np.linalg.norm(grad, axis=1, keepdims=True), 1e-12)
+        radius = base.refine_radius(origins, dirs, radius_guess)
+    p0 = origins + radius[:, None] * dirs
+    return p0, base.normals(p0), radius
+
+
+def surface_points(theta: np.ndarray, phi: np.ndarray, g: dict[str, float], base: BaseShape,
+                   radius_guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sculpted surface points along rays: (N, 3) points and (N,) base distances."""
+    p0, normals, radius = base_points(theta, phi, base, radius_guess)
     return sculpt(p0, normals, g), radius
 
 
 def _row_angles(g: dict[str, float], base: BaseShape, n_rows: int, theta_eye: float, theta_mouth: float
                 ) -> np.ndarray:
     """Row angles by weighted arc length over many meridians, rows snapped to the slit lines."""
-    fine = np.linspace(1e-3, np.pi - 1e-3, 1200)
-    meridians = np.linspace(-np.pi, np.pi, 24, endpoint=False)
+    fine = np.linspace(1e-3, np.pi - 1e-3, 900)
+    # Meridians through the face count three times: rows must follow the nose and lips.
+    meridians = np.concatenate([np.linspace(-np.pi, np.pi, 24, endpoint=False), np.linspace(-0.45, 0.45, 10)])
+    meridian_weight = np.concatenate([np.ones(24), np.full(10, 24 * 2.0 / 10)])
     tt, pp = np.meshgrid(fine, meridians, indexing="ij")
     pts, _ = surface_points(tt.ravel(), pp.ravel(), g, base)
     pts = pts.reshape(fine.size, meridians.size, 3)
-    seg = np.linalg.norm(np.diff(pts, axis=0), axis=-1).mean(axis=1)  # (1199,)
+    seg = np.linalg.norm(np.diff(pts, axis=0), axis=-1) @ meridian_weight / meridian_weight.sum()
     mid = 0.5 * (fine[1:] + fine[:-1])
     # Extra rows on the face and around the lids and lips, where the detail is.
-    weight = (1.0 + 0.9 * smoothstep(np.pi / 2 - 0.55, np.pi / 2 - 0.35, mid) * smoothstep(
+    weight = (1.0 + 0.8 * smoothstep(np.pi / 2 - 0.55, np.pi / 2 - 0.35, mid) * smoothstep(
         np.pi / 2 + 0.75, np.pi / 2 + 0.55, mid)
-        + 2.2 * np.exp(-(((mid - theta_eye) / 0.09) ** 2)) + 1.6 * np.exp(-(((mid - theta_mouth) / 0.07) ** 2)))
+        + 2.5 * np.exp(-(((mid - theta_eye) / 0.09) ** 2)) + 2.5 * np.exp(-(((mid - theta_mouth) / 0.07) ** 2)))
     cdf = np.concatenate([[0.0], np.cumsum(seg * weight)])
     targets = np.linspace(0.0, cdf[-1], n_rows + 2)[1:-1]
     theta = np.interp(targets, cdf, fine)
@@ -112,16 +117,17 @@ def _row_angles(g: dict[str, float], base: BaseShape, n_rows: int, theta_eye: fl
 
 
 def _theta_for_height(phi: float, y_target: float, g: dict[str, float], base: BaseShape) -> float:
-    """Ray angle at azimuth phi whose sculpted surface point has height y_target (bisection)."""
-    lo, hi = np.pi / 2 - 0.8, np.pi / 2 + 0.8  # y decreases as theta grows
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        y = surface_points(np.array([mid]), np.array([phi]), g, base)[0][0, 1]
-        lo, hi = (mid, hi) if y > y_target else (lo, mid)
-    return 0.5 * (lo + hi)
+    """Ray angle at azimuth phi whose sculpted surface point has height y_target.
+
+    Samples the meridian finely near the equator (where y falls monotonically
+    with theta there) and interpolates.
+    """
+    theta = np.linspace(np.pi / 2 - 0.7, np.pi / 2 + 0.7, 2801)
+    y = surface_points(theta, np.full(theta.size, phi), g, base)[0][:, 1]
+    return float(np.interp(-y_target, -y, theta))
 
 
-def build_layout(g: dict[str, float], n_rows: int = 98, n_cols: int = 160) -> HeadLayout:
+def build_layout(g: dict[str, float], n_rows: int = 108, n_cols: int = 152) -> HeadLayout:
     """Place rows, columns and slits for the nominal geometry ``g``."""
     if n_cols % 2:
         raise ValueError("n_cols must be even (mirror symmetry)")
@@ -199,10 +205,51 @@ def lid_warp(layout: HeadLayout, g: dict[str, float], lids: LidState) -> tuple[n
     return theta, layout.phi
 
 
-def head_surface(layout: HeadLayout, g: dict[str, float], lids: LidState, base: BaseShape | None = None
-                 ) -> np.ndarray:
-    """(n_head, 3) head-surface vertex positions for geometry ``g`` and lid state ``lids``."""
-    base = BaseShape(g) if base is None else base
-    theta, phi = lid_warp(layout, g, lids)
-    points, _ = surface_points(theta, phi, g, base, radius_guess=layout.nominal_radius)
-    return points
+class HeadSurfaceBuilder:
+    """Rebuilds the head surface quickly for parameters near the nominal ones.
+
+    The nominal surface is solved once; for new parameters the ray distances
+    are corrected by two chord-Newton steps (using the nominal d field / d t),
+    and only rays whose direction moved (opened or closed lids) are re-solved.
+    Normals of the base surface are kept from the nominal solution except on
+    moved rays: they only orient small side features, so the error is of
+    second order in the parameter change.
+    """
+
+    def __init__(self, layout: HeadLayout, g: dict[str, float]) -> None:
+        self.layout = layout
+        self.g0 = dict(g)
+        self.base0 = BaseShape(g)
+        self.theta0, phi = lid_warp(layout, g, LidState())
+        self.origins0, self.dirs0 = ray_frame(self.theta0, phi)
+        p0, self.normals0, self.radius0 = base_points(self.theta0, phi, self.base0)
+        h = 1e-5
+        self.slope0 = (self.base0.field(p0 + h * self.dirs0) - self.base0.field(p0 - h * self.dirs0)) / (2 * h)
+        self.slope0 = np.maximum(self.slope0, 1e-2)
+
+    def __call__(self, g: dict[str, float], lids: LidState = LidState()) -> np.ndarray:  # noqa: B008 - frozen
+        """(n_head, 3) head-surface vertices for geometry ``g`` and lid state ``lids``."""
+        base = self.base0 if all(g[k] == self.g0[k] for k in BASE_KEYS) else BaseShape(g)
+        theta, phi = lid_warp(self.layout, g, lids)
+        radius = self.radius0.copy()
+        origins, dirs = self.origins0, self.dirs0
+        if base is not self.base0:
+            for _ in range(3):
+                step = base.field(origins + radius[:, None] * dirs) / self.slope0
+                radius -= np.clip(step, -0.01, 0.01)
+            # Rays that did not converge (none expected after the neck frame, but be safe): solve afresh.
+            residual = np.abs(base.field(origins + radius[:, None] * dirs))
+            stuck = np.flatnonzero(residual > 1e-7)
+            if stuck.size:
+                radius[stuck] = base.solve_radius(origins[stuck], dirs[stuck])
+        normals = self.normals0
+        moved = np.flatnonzero(theta != self.theta0)
+        if moved.size:
+            origins, dirs = origins.copy(), dirs.copy()
+            origins[moved], dirs[moved] = ray_frame(theta[moved], phi[moved])
+            radius[moved] = base.refine_radius(origins[moved], dirs[moved], radius[moved])
+        p0 = origins + radius[:, None] * dirs
+        if moved.size:
+            normals = normals.copy()
+            normals[moved] = base.normals(p0[moved])
+        return sculpt(p0, normals, g)

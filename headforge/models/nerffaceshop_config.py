@@ -1,0 +1,143 @@
+"""NeRFFaceShop's settings: EG3D's plus the animation, lighting and video-training ones, and presets.
+
+Defaults are the paper's (§III, §V-A) where it gives them and otherwise the
+released code's (RaymondJiangkw/NeRFFaceShop) or NeRFFaceLighting's [27].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from headforge.models.eg3d import EG3DConfig
+
+__all__ = ["NeRFFaceShopConfig", "PRESETS", "preset"]
+
+
+@dataclass
+class NeRFFaceShopConfig(EG3DConfig):
+    """Architecture and training defaults of one NeRFFaceShop preset.
+
+    Inherited EG3D fields keep their meaning (``channel_base`` / ``channel_max``
+    now size the rolled-out backbone, per plane). New fields:
+
+    Animation (§III-B): ``motion_dim`` (m, 128), ``motion_w_dim`` and
+    ``motion_channel_*`` (G_motion), ``warp_resolution`` (32: where F is
+    warped), ``warp_iterations`` (fixed-point steps of the inverse),
+    ``warp_frontal_only`` (the released code animates the XY plane only),
+    ``deformation_init_scale`` (initial weight scale of the deformation
+    heads: fields start near zero), ``use_expression_mask`` (multiply
+    delta_exp by the template-space face mask M; off while training, §III-C3).
+
+    Lighting (§III-A): ``sh_dim`` (27 = 9 x 3), ``lighting_w_dim`` (l, 512),
+    ``num_shading_blocks`` (B_S(1), B_S(2)), ``shading_hidden``.
+
+    Training (§III-C): ``video_weight`` (D_video's loss next to D_image's),
+    ``minimal_alpha`` / ``minimal_beta`` (1, 0.1), ``lighting_reg`` (25) and
+    ``lighting_reg_sh_jitter`` (0.1 x the SH std), ``pair_sampling``
+    ("adaptive" or the "uniform" ablation) and ``pair_tau`` (1.3).
+    """
+
+    channel_base: int = 16384
+    channel_max: int = 256
+    # Animation.
+    motion_dim: int = 128
+    motion_w_dim: int = 128
+    motion_channel_base: int = 4096
+    motion_channel_max: int = 128
+    warp_resolution: int = 32
+    warp_iterations: int = 20
+    warp_frontal_only: bool = False
+    deformation_init_scale: float = 1e-4
+    use_expression_mask: bool = False
+    # Lighting.
+    sh_dim: int = 27
+    lighting_w_dim: int = 512
+    num_shading_blocks: int = 2
+    shading_hidden: int = 64
+    # Training.
+    batch_size: int = 16
+    video_weight: float = 1.0
+    minimal_alpha: float = 1.0
+    minimal_beta: float = 0.1
+    lighting_reg: float = 25.0
+    lighting_reg_sh_jitter: float = 0.1
+    pair_sampling: str = "adaptive"
+    pair_tau: float = 1.3
+
+    def __post_init__(self) -> None:
+        if self.pair_sampling not in ("adaptive", "uniform"):
+            raise ValueError(f"pair_sampling must be 'adaptive' or 'uniform', got {self.pair_sampling!r}")
+
+
+PRESETS: dict[str, NeRFFaceShopConfig] = {
+    # Seconds per step on a 2-core CPU: tests and smoke runs.
+    "tiny": NeRFFaceShopConfig(
+        z_dim=32,
+        w_dim=32,
+        triplane_resolution=32,
+        triplane_channels=8,
+        channel_base=256,
+        channel_max=16,
+        motion_dim=16,
+        motion_w_dim=16,
+        motion_channel_base=128,
+        motion_channel_max=8,
+        warp_resolution=16,
+        lighting_w_dim=16,
+        shading_hidden=16,
+        decoder_hidden=16,
+        feature_channels=8,
+        neural_rendering_resolution=16,
+        neural_rendering_resolution_final=None,
+        num_coarse=12,
+        num_fine=12,
+        output_resolution=32,
+        sr_channel_base=512,
+        sr_channel_max=16,
+        d_channel_base=512,
+        d_channel_max=32,
+        mbstd_group_size=2,
+        batch_size=2,
+        ema_kimg=0.01,
+        truncation_cutoff=None,
+    ),
+    # The demo model: 128 px output from 32 -> 64 px neural rendering.
+    "small": NeRFFaceShopConfig(
+        z_dim=256,
+        w_dim=256,
+        triplane_resolution=128,
+        triplane_channels=24,
+        channel_base=4096,
+        channel_max=96,
+        motion_dim=128,
+        motion_w_dim=128,
+        motion_channel_base=1024,
+        motion_channel_max=64,
+        lighting_w_dim=64,
+        decoder_hidden=64,
+        feature_channels=24,
+        neural_rendering_resolution=32,
+        neural_rendering_resolution_final=64,
+        neural_rendering_resolution_fade_kimg=200,
+        num_coarse=32,
+        num_fine=32,
+        output_resolution=128,
+        sr_channel_base=4096,
+        sr_channel_max=96,
+        d_channel_base=4096,
+        d_channel_max=128,
+        batch_size=16,
+        ema_kimg=2.0,
+    ),
+    # The paper's settings: 512 px from 64 -> 128 px neural rendering, batch 16.
+    "paper": NeRFFaceShopConfig(),
+}
+
+
+def preset(name: str, **overrides: Any) -> NeRFFaceShopConfig:
+    """A copy of a named preset with some fields replaced."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown NeRFFaceShop preset {name!r}; choose from {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
