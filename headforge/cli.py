@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -90,7 +91,8 @@ def _run_train(args: argparse.Namespace) -> int:
             overrides=_parse_overrides(args.set),
         )
     )
-    print(json.dumps(summary, indent=2, default=str))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, only the main process reports
+        print(json.dumps(summary, indent=2, default=str))
     return 0
 
 

@@ -13,6 +13,7 @@ hides the map's texels.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -80,27 +81,20 @@ class ShadowMap:
         point_depth = projected[:, 2] - bias
 
         size = self.depth.shape[0]
-        centre_x = projected[:, 0] - 0.5  # texel-index coordinates (centre of texel k at k)
-        centre_y = projected[:, 1] - 0.5
-        reach = int(torch.ceil(torch.tensor(filter_radius)).item())
-        base_x = torch.floor(centre_x).long()
-        base_y = torch.floor(centre_y).long()
-        lit = points.new_zeros(points.shape[0])
-        weight_sum = points.new_zeros(points.shape[0])
-        flat_depth = self.depth.reshape(-1)
-        for dy in range(-reach + 1, reach + 1):
-            row = base_y + dy
-            weight_y = (1.0 - (row.to(points.dtype) - centre_y).abs() / (filter_radius + 0.5)).clamp(min=0.0)
-            for dx in range(-reach + 1, reach + 1):
-                col = base_x + dx
-                weight_x = (1.0 - (col.to(points.dtype) - centre_x).abs() / (filter_radius + 0.5)).clamp(min=0.0)
-                inside = (row >= 0) & (row < size) & (col >= 0) & (col < size)
-                stored = flat_depth[(row.clamp(0, size - 1) * size + col.clamp(0, size - 1))]
-                stored = torch.where(inside, stored, torch.full_like(stored, float("inf")))
-                weight = weight_x * weight_y
-                lit = lit + weight * (point_depth <= stored).to(points.dtype)
-                weight_sum = weight_sum + weight
-        return lit / weight_sum.clamp(min=1e-12)
+        centre = projected[:, :2] - 0.5  # texel-index coordinates (texel k centred at k)
+        reach = int(math.ceil(filter_radius))
+        taps = torch.arange(-reach + 1, reach + 1, device=points.device)
+        base = torch.floor(centre).long()
+        cols = base[:, 0:1] + taps[None, :]  # (N, T)
+        rows = base[:, 1:2] + taps[None, :]
+        weight_x = (1.0 - (cols.to(points.dtype) - centre[:, 0:1]).abs() / (filter_radius + 0.5)).clamp(min=0.0)
+        weight_y = (1.0 - (rows.to(points.dtype) - centre[:, 1:2]).abs() / (filter_radius + 0.5)).clamp(min=0.0)
+        inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+        flat = rows.clamp(0, size - 1)[:, :, None] * size + cols.clamp(0, size - 1)[:, None, :]  # (N, T, T)
+        stored = self.depth.reshape(-1)[flat]
+        lit = (point_depth[:, None, None] <= stored) | ~inside  # outside the map: nothing blocks the light
+        weight = weight_y[:, :, None] * weight_x[:, None, :]
+        return (weight * lit.to(points.dtype)).sum((1, 2)) / weight.sum((1, 2)).clamp(min=1e-12)
 
 
 def render_shadow_map(

@@ -38,7 +38,7 @@ NOMINAL: dict[str, float] = {
     "neck_half_z": 0.1,
     "neck_bottom_y": -0.43,
     "neck_top_y": -0.06,
-    "neck_blend": 0.035,
+    "neck_blend": 0.06,
     # --- brows, eyes, lids
     "brow_ridge": 0.008,
     "brow_y": 0.062,

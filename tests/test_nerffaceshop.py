@@ -1,0 +1,308 @@
+"""NeRFFaceShop: controls that change one thing only, incremental paths, the warp, the mask, training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from headforge.cameras import Camera
+from headforge.data.dataset import HeadDataset
+from headforge.data.dataset_json import write_dataset_json
+from headforge.lighting import directional_light_sh
+from headforge.models.nerffaceshop import NeRFFaceShopGenerator, build_discriminator, preset
+from headforge.models.nerffaceshop_controls import HeadControls
+from headforge.models.nerffaceshop_mask import (
+    elliptical_face_prior,
+    mask_from_template_weights,
+    segmentation_face_prior,
+    template_face_weights,
+)
+from headforge.models.registry import get_model_spec
+from headforge.nn.warp import compose, invert, lipschitz_bound, warp_planes
+from headforge.training.checkpoint import latest_checkpoint, load_checkpoint
+from headforge.training.launch import TrainRequest, train
+
+
+def lights(count: int) -> torch.Tensor:
+    """Distinct directional lights (count, 9, 3)."""
+    angles = torch.linspace(-1.2, 1.2, count)
+    directions = torch.stack([angles.sin(), 0.3 * torch.ones(count), angles.cos()], dim=1)
+    return directional_light_sh(directions, color=0.7, ambient=0.3)
+
+
+@pytest.fixture(scope="module")
+def generator() -> NeRFFaceShopGenerator:
+    torch.manual_seed(0)
+    return NeRFFaceShopGenerator(preset("tiny")).eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def inputs(generator: NeRFFaceShopGenerator) -> dict[str, torch.Tensor]:
+    config = generator.config
+    rng = torch.Generator().manual_seed(1)
+    return {
+        "z": torch.randn(2, config.z_dim, generator=rng),
+        "c": Camera.frontal(2).to_label(),
+        "m": torch.randn(2, config.motion_dim, generator=rng),
+        "sh": lights(2),
+    }
+
+
+def forward(generator: NeRFFaceShopGenerator, camera: torch.Tensor | None = None, **inputs) -> dict:
+    return generator(**inputs, camera=camera, noise_mode="const", perturb=False)
+
+
+def enlarge(field: torch.Tensor, lipschitz: float) -> torch.Tensor:
+    """A field (B, 2, H, W) scaled so that its Lipschitz bound is ``lipschitz``."""
+    return field * (lipschitz / lipschitz_bound(field).amax())
+
+
+# ------------------------------------------------------------------ controls change one thing only
+
+
+def test_lighting_change_leaves_albedo_bit_identical(generator, inputs) -> None:
+    first = forward(generator, **inputs)
+    relit = forward(generator, **{**inputs, "sh": lights(3)[1:]})
+    for key in ("albedo", "albedo_raw", "image_depth", "opacity", "planes"):
+        assert torch.equal(first[key], relit[key]), key
+    assert not torch.allclose(first["shading_planes"], relit["shading_planes"])
+    assert not torch.allclose(first["image_raw"], relit["image_raw"])
+
+
+def test_same_motion_same_expression_field_for_every_identity(generator, inputs) -> None:
+    same_m = {**inputs, "m": inputs["m"][:1].expand(2, -1)}
+    out = forward(generator, **same_m)
+    assert torch.equal(out["expression_field"][0], out["expression_field"][1])
+    assert not torch.equal(out["shape_field"][0], out["shape_field"][1])
+    # The identity changes how the shared expression lands (the conjugated field), not the field itself.
+    other = forward(generator, **{**same_m, "z": inputs["z"].flip(0)})
+    assert torch.equal(other["expression_field"], out["expression_field"])
+    assert not torch.equal(generator.fused_field(out["shape_field"], out["expression_field"] * 1e3)[0],
+                           generator.fused_field(out["shape_field"], out["expression_field"] * 1e3)[1])
+
+
+def test_camera_change_leaves_tri_planes_unchanged(generator, inputs) -> None:
+    front = forward(generator, **inputs)
+    side = forward(generator, camera=Camera.orbit(torch.tensor([0.5, -0.3]), torch.zeros(2)).to_label(), **inputs)
+    for key in ("planes", "shading_planes", "ws", "shape_field", "expression_field"):
+        assert torch.equal(front[key], side[key]), key
+    assert not torch.allclose(front["image_raw"], side["image_raw"])
+
+
+def test_animation_change_keeps_the_identity_stages(generator, inputs) -> None:
+    first = forward(generator, **inputs)
+    moved = forward(generator, **{**inputs, "m": inputs["m"] + 3.0})
+    assert torch.equal(first["ws"], moved["ws"]) and torch.equal(first["shape_field"], moved["shape_field"])
+    assert not torch.equal(first["expression_field"], moved["expression_field"])
+
+
+# ------------------------------------------------------------------ warp fields
+
+
+def test_inverse_shape_field_composes_to_identity(generator, inputs) -> None:
+    """delta_shape^-1 o delta_shape ~ id on the model's own (smooth) fields, scaled to Lipschitz 0.3."""
+    shape = forward(generator, **inputs)["shape_field"].flatten(0, 1).double()
+    assert shape.abs().amax() > 0, "the shape heads produce no field"
+    field = enlarge(shape, 0.3)
+    assert field.abs().amax() > 0.02  # a displacement of several cells, not a no-op
+    inverse = invert(field, iterations=40)
+    # T_d o T_e = id holds at pixel centres up to the fixed-point residual (0.3^40).
+    assert compose(field, inverse).abs().amax() < 1e-9
+    # T_e o T_d adds bilinear interpolation error of e between centres: small for smooth fields.
+    assert compose(inverse, field).abs().amax() < 0.05 * field.abs().amax()
+    # Negation is not the inverse: the fixed-point result is measurably better.
+    assert compose(field, -field).abs().amax() > 10 * compose(field, inverse).abs().amax()
+
+
+def test_fused_field_matches_sequential_warps(generator, inputs) -> None:
+    """warp(F, fused) == warp(warp(warp(F, shape^-1), exp), shape) up to interpolation, on enlarged fields."""
+    out = forward(generator, **inputs)
+    shape = enlarge(out["shape_field"].flatten(0, 1), 0.25).unflatten(0, (2, 3))
+    expression = enlarge(out["expression_field"].flatten(0, 1), 0.25).unflatten(0, (2, 3))
+    fused = generator.fused_field(shape, expression)
+    size = fused.shape[-1]
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    smooth = torch.stack([torch.sin(2 * xs + ys), torch.cos(xs - 2 * ys)])[None, None].expand(2, 3, -1, -1, -1)
+    direct = warp_planes(smooth, fused)
+    inverse = invert(shape.flatten(0, 1), iterations=40).unflatten(0, (2, 3))
+    sequential = warp_planes(warp_planes(warp_planes(smooth, inverse), expression), shape)
+    assert (direct - sequential).abs().amax() < 0.05
+    assert (direct - smooth).abs().amax() > 0.1  # the test warps something
+
+
+# ------------------------------------------------------------------ incremental paths
+
+
+def test_incremental_paths_equal_full_forward(generator, inputs) -> None:
+    controls = HeadControls(generator, noise_mode="const")
+    side = Camera.orbit(torch.tensor([0.4, -0.2]), torch.tensor([0.1, 0.0])).to_label()
+    other_m, other_sh = torch.randn(2, generator.config.motion_dim), lights(4)[2:]
+    cache = controls.build(inputs["z"], inputs["c"], inputs["m"], inputs["sh"])
+    cases = [
+        (controls.render(cache, inputs["c"]), forward(generator, **inputs)),
+        (controls.render(cache, side), forward(generator, camera=side, **inputs)),
+        (controls.render(controls.relight(cache, other_sh), side), forward(generator, side, **{**inputs, "sh": other_sh})),
+        (controls.render(controls.reanimate(cache, other_m), side), forward(generator, side, **{**inputs, "m": other_m})),
+    ]
+    for incremental, full in cases:
+        for key in ("image", "image_raw", "albedo", "shading", "image_depth"):
+            assert torch.equal(incremental[key], full[key]), key
+    albedo_only = controls.render_albedo(cache, side)
+    assert torch.equal(albedo_only["albedo"], cases[1][1]["albedo"])
+
+
+def test_eg3d_style_view_renders(generator, inputs) -> None:
+    ws = generator.map(inputs["z"], inputs["c"])
+    planes = generator.synthesize_planes(ws, noise_mode="const")
+    out = generator.render_planes(planes, ws, inputs["c"], perturb=False, noise_mode="const")
+    assert planes.shape[:3] == (2, 2, 3) and out["image"].shape == (2, 3, 32, 32)
+    density = generator.sample_density(planes[:, 0], torch.zeros(2, 5, 3))
+    assert density.shape == (2, 5, 1) and torch.isfinite(density).all()
+
+
+# ------------------------------------------------------------------ face mask
+
+
+def test_template_face_weights_follow_the_shape_field() -> None:
+    size = 8
+    point = torch.tensor([[[0.1, -0.2, 0.3]]])  # world, in the unit box
+    weights = torch.ones(1, 1)
+    still = template_face_weights(point, weights, torch.zeros(1, 3, 2, size, size))
+    # Plane XY sees (x, y) = (0.1, -0.2) -> grid (0.2, -0.4) -> cell (column 4, row 2).
+    assert still[0, 2, 4] == 1 and still[1, 7, 4] == 1 and still[2, 7, 3] == 1 and still.sum() == 3
+    # A constant shape field t moves the template point by t: one cell = 2 / size.
+    shift = torch.zeros(1, 3, 2, size, size)
+    shift[:, :, 0] = 2 / size  # one cell to the right in every plane
+    moved = template_face_weights(point, weights, shift)
+    assert moved[0, 2, 5] == 1 and moved[1, 7, 5] == 1 and moved[2, 7, 4] == 1
+
+
+def test_mask_keeps_face_cells_and_fades_outside() -> None:
+    weights = torch.zeros(3, 16, 16)
+    weights[:, 6:10, 5:11] = 1.0
+    mask = mask_from_template_weights(weights, threshold=0.5)
+    assert mask.shape == (1, 3, 1, 16, 16)
+    assert (mask[0, :, 0, 6:10, 5:11] == 1).all()
+    assert (mask[0, :, 0, :3] == 0).all() and (mask[0, :, 0, :, :2] == 0).all()
+    assert 0 < mask[0, 0, 0, 5, 8] <= 1  # the grown border
+
+
+def test_face_priors() -> None:
+    prior = elliptical_face_prior(32)
+    assert prior[0, 0, 17, 16] == 1 and prior[0, 0, 0, 0] == 0
+    maps = torch.tensor([[[[1, 2], [5, 0]]], [[[1, 1], [0, 0]]]]).float()
+    torch.testing.assert_close(segmentation_face_prior(maps, (1, 5)), torch.tensor([[[[1.0, 0.5], [0.5, 0.0]]]]))
+
+
+def test_expression_mask_flag(generator, inputs) -> None:
+    motion_ws = generator.encode_motion(inputs["m"])
+    generator.expression_mask.zero_()
+    try:
+        assert (generator.expression_field(motion_ws, masked=True) == 0).all()
+        assert generator.expression_field(motion_ws, masked=False).abs().amax() > 0
+    finally:
+        generator.expression_mask.fill_(1.0)
+
+
+# ------------------------------------------------------------------ sizes and training
+
+
+def test_small_preset_exports_under_25_mb(tmp_path: Path) -> None:
+    config = preset("small")
+    generator = NeRFFaceShopGenerator(config)
+    assert config.output_resolution == 128 and config.sr_input_resolution == 64
+    path = tmp_path / "g_ema.safetensors"
+    save_file({f"G_ema.{k}": v.contiguous() for k, v in generator.state_dict().items()}, str(path))
+    assert path.stat().st_size < 25 * 2**20
+    assert sum(p.numel() for p in build_discriminator(config).parameters()) < 5e6
+
+
+def write_video_dataset(root: Path, clips: int = 3, frames: int = 4, resolution: int = 32) -> Path:
+    """Clips of a shaded disc whose 'mouth' opens with expression[0], with SH, params and clip ids."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:resolution, 0:resolution] / resolution
+    labels, sh, params, clip_ids = {}, {}, {}, {}
+    for clip in range(clips):
+        light = lights(clips)[clip]
+        for frame in range(frames):
+            yaw = 0.2 * (clip - 1) + 0.05 * frame
+            expression = rng.normal(size=6).astype(np.float32)
+            disc = ((xs - 0.5 + 0.2 * yaw) ** 2 + (ys - 0.5) ** 2) < 0.09
+            mouth = disc & (np.abs(ys - 0.62) < 0.02 + 0.03 * abs(float(expression[0])))
+            image = np.stack([0.2 + 0.6 * ys, 0.3 + 0.2 * xs, 0.5 * np.ones_like(xs)], -1)
+            image[disc] = 0.5 + 0.3 * float(light[1, 0]) * (xs[disc] - 0.5)[:, None] + np.array([0.3, 0.1, 0.0])
+            image[mouth] = [0.3, 0.05, 0.05]
+            name = f"clip{clip}/f{frame}.png"
+            (root / f"clip{clip}").mkdir(exist_ok=True)
+            Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(root / name)
+            labels[name] = Camera.orbit(torch.tensor([yaw]), torch.tensor([0.0])).to_label()[0]
+            sh[name] = light
+            pose = np.zeros(15, np.float32)
+            pose[6] = 0.1 * abs(float(expression[0]))
+            params[name] = {"shape": np.zeros(4, np.float32), "expression": expression, "pose": pose}
+            clip_ids[name] = (clip, frame)
+    write_dataset_json(root, labels, sh=sh, params=params, clips=clip_ids)
+    return root
+
+
+@pytest.fixture(scope="module")
+def video_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_video_dataset(tmp_path_factory.mktemp("nerffaceshop_videos"))
+
+
+def test_pair_batches_and_sampling_switch(video_dataset: Path) -> None:
+    spec = get_model_spec("nerffaceshop")
+    dataset = HeadDataset(video_dataset, xflip=True)
+    adaptive = spec.build_dataset(preset("tiny"), dataset, 0)
+    uniform = spec.build_dataset(preset("tiny", pair_sampling="uniform"), dataset, 0)
+    assert type(adaptive.sampler).__name__ == "AdaptivePairSampler"
+    assert type(uniform.sampler).__name__ == "UniformPairSampler"
+    item = adaptive[3]
+    assert item["image"].shape == (2, 3, 32, 32) and item["sh"].shape == (2, 9, 3)
+    assert item["clip"][0] == item["clip"][1] and item["frame"][0] != item["frame"][1]
+
+
+def test_train_resume_and_render(video_dataset: Path, tmp_path: Path) -> None:
+    def request(out: Path, **kw) -> TrainRequest:
+        return TrainRequest(
+            model="nerffaceshop",
+            data=video_dataset,
+            out=out,
+            preset="tiny",
+            kimg=0.006,  # 3 steps at batch 2: every phase runs at step 0
+            progress=False,
+            checkpoint_every=2,
+            **kw,
+        )
+
+    summary = train(request(tmp_path / "unbroken", snapshot_every=3))
+    assert summary is not None
+    train(request(tmp_path / "broken", max_steps=2))
+    train(request(tmp_path / "broken", resume=True))
+    unbroken, meta = load_checkpoint(latest_checkpoint(tmp_path / "unbroken"))
+    resumed, meta_resumed = load_checkpoint(latest_checkpoint(tmp_path / "broken"))
+    assert meta["step"] == meta_resumed["step"] == 3 and meta["config"]["model"] == "nerffaceshop"
+    for key in (k for k in unbroken if k.split(".")[0] in ("G", "G_ema", "D")):
+        torch.testing.assert_close(resumed[key], unbroken[key], rtol=0, atol=1e-6, msg=key)
+    assert list((tmp_path / "unbroken" / "images").glob("*.png")), "no image grid"
+
+    from headforge.apps.loading import load_generator
+
+    trained, _ = load_generator(tmp_path / "unbroken")
+    initial = NeRFFaceShopGenerator(trained.config)
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), initial.state_dict().values()))
+    with torch.no_grad():
+        out = trained(
+            torch.randn(1, trained.config.z_dim),
+            Camera.frontal().to_label(),
+            torch.randn(1, trained.config.motion_dim),
+            lights(1),
+            noise_mode="const",
+        )
+    assert out["image"].shape == (1, 3, 32, 32) and torch.isfinite(out["image"]).all()
