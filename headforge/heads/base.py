@@ -171,7 +171,9 @@ class HeadModel(nn.Module):
             "pose": torch.zeros(batch, POSE_DIM, **kw),
         }
 
-    def sample_shape(self, batch: int, generator: torch.Generator | None = None, scale: float = 1.0) -> Tensor:
+    def sample_shape(
+        self, batch: int, generator: torch.Generator | None = None, scale: float = 1.0
+    ) -> Tensor:
         """Random identities: i.i.d. N(0, scale^2) coefficients, (B, n_shape).
 
         Subclasses document what one unit means for their components.

@@ -43,7 +43,9 @@ def rodrigues(axis_angle: Tensor) -> Tensor:
     # A substitute argument keeps the unused branch of torch.where finite (and its gradient NaN-free).
     safe_theta_sq = torch.where(small, torch.ones_like(theta_sq), theta_sq)
     safe_theta = safe_theta_sq.sqrt()
-    sin_coef = torch.where(small, 1.0 - theta_sq / 6.0 + theta_sq**2 / 120.0, torch.sin(safe_theta) / safe_theta)
+    sin_coef = torch.where(
+        small, 1.0 - theta_sq / 6.0 + theta_sq**2 / 120.0, torch.sin(safe_theta) / safe_theta
+    )
     cos_coef = torch.where(
         small, 0.5 - theta_sq / 24.0 + theta_sq**2 / 720.0, (1.0 - torch.cos(safe_theta)) / safe_theta_sq
     )

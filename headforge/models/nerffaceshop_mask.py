@@ -94,7 +94,8 @@ def template_face_weights(
     template = instance + offset.reshape(batch, 3, 2, num_points).transpose(2, 3)
     cells = torch.floor((template + 1) / 2 * size).long()  # (B, 3, N, 2): (column, row)
     inside = ((cells >= 0) & (cells < size)).all(dim=-1)
-    index = cells[..., 1] * size + cells[..., 0] + torch.arange(3, device=points.device)[None, :, None] * size**2
+    plane_offset = torch.arange(3, device=points.device)[None, :, None] * size**2
+    index = plane_offset + cells[..., 1] * size + cells[..., 0]
     values = weights[:, None, :].expand(-1, 3, -1) * inside
     totals = torch.zeros(3 * size * size, dtype=weights.dtype, device=points.device)
     totals.index_add_(0, index.clamp(0, 3 * size * size - 1).flatten(), values.flatten())
@@ -154,10 +155,12 @@ def derive_expression_mask(
         camera = Camera.frontal(batch, device=device).to_label()
         sh = generator.sh_avg.expand(batch, -1)
         out = generator(z, camera, m, sh, truncation_psi=truncation_psi, noise_mode="const", perturb=False)
-        origins, directions = pixel_rays(camera[:, :16].view(-1, 4, 4), camera[:, 16:].view(-1, 3, 3),
-                                         resolution, resolution)
+        origins, directions = pixel_rays(
+            camera[:, :16].view(-1, 4, 4), camera[:, 16:].view(-1, 3, 3), resolution, resolution
+        )
         points = origins + out["image_depth"].flatten(1).unsqueeze(-1) * directions
         weights = (prior * out["opacity"]).flatten(1)
-        part = template_face_weights(points, weights, out["shape_field"], config.plane_layout, config.box_warp)
+        layout, box = config.plane_layout, config.box_warp
+        part = template_face_weights(points, weights, out["shape_field"], layout, box)
         totals = part if totals is None else totals + part
     return mask_from_template_weights(totals, threshold)

@@ -62,8 +62,12 @@ def project_to_planes(points: torch.Tensor, layout: str = "xy_xz_yz", box_warp: 
         (B, 3, N, 2) plane coordinates ``(u, v)`` = ``(grid x, grid y)``,
         in [-1, 1] for points inside the cube (``2 / box_warp * coordinate``).
     """
+    return _project(points, _layout_axes(layout, points.device), box_warp)
+
+
+def _project(points: torch.Tensor, axes: torch.Tensor, box_warp: float) -> torch.Tensor:
+    """:func:`project_to_planes` with the layout already resolved to its (6,) axis tensor."""
     batch, num_points, _ = points.shape
-    axes = _layout_axes(layout, points.device)
     uv = points.index_select(-1, axes).view(batch, num_points, 3, 2)
     return (uv * (2.0 / box_warp)).transpose(1, 2)
 
@@ -174,7 +178,8 @@ class TriplaneDecoder(nn.Module):
         x = mean_over_planes(sampled_features).reshape(batch * num_points, channels)
         x = self.net(x)
         sigma = x[:, :1].reshape(batch, num_points, 1)
-        features = torch.sigmoid(x[:, 1:]) * (1 + 2 * 0.001) - 0.001
+        # In-place subtract on the product (not on the sigmoid's output, which its backward needs).
+        features = torch.sigmoid(x[:, 1:]).mul(1 + 2 * 0.001).sub_(0.001)
         return {"sigma": sigma, "features": features.reshape(batch, num_points, self.out_features)}
 
 
@@ -206,7 +211,7 @@ class TriplaneField:
         batch, num_planes, channels, height, width = planes.shape
         if num_planes != 3:
             raise ValueError(f"expected 3 planes, got planes of shape {tuple(planes.shape)}")
-        _layout_axes(layout, planes.device)  # validate early
+        self.axes = _layout_axes(layout, planes.device)
         self.batch, self.channels = batch, channels
         self.flat_planes = planes.reshape(batch * 3, channels, height, width).contiguous(
             memory_format=torch.channels_last
@@ -219,7 +224,7 @@ class TriplaneField:
 
     def sample(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) points -> (B, 3, N, C) plane features (see :func:`sample_triplanes`)."""
-        grid = project_to_planes(points, self.layout, self.box_warp).reshape(self.batch * 3, -1, 2)
+        grid = _project(points, self.axes, self.box_warp).reshape(self.batch * 3, -1, 2)
         sampled = _grid_sample_planes(self.flat_planes, grid, self.mode, self.padding_mode)
         return sampled.view(self.batch, 3, self.channels, -1).transpose(2, 3)
 

@@ -27,41 +27,47 @@ __all__ = [
 DISPLAY_GAMMA = 2.2
 
 #: Skin tones in display RGB from light to dark (typical of portrait photographs).
-_SKIN_TONES = torch.tensor([
-    [0.95, 0.80, 0.70],
-    [0.90, 0.72, 0.60],
-    [0.84, 0.64, 0.50],
-    [0.76, 0.56, 0.42],
-    [0.66, 0.47, 0.33],
-    [0.54, 0.37, 0.25],
-    [0.42, 0.28, 0.19],
-    [0.31, 0.21, 0.15],
-    [0.23, 0.16, 0.12],
-])
+_SKIN_TONES = torch.tensor(
+    [
+        [0.95, 0.80, 0.70],
+        [0.90, 0.72, 0.60],
+        [0.84, 0.64, 0.50],
+        [0.76, 0.56, 0.42],
+        [0.66, 0.47, 0.33],
+        [0.54, 0.37, 0.25],
+        [0.42, 0.28, 0.19],
+        [0.31, 0.21, 0.15],
+        [0.23, 0.16, 0.12],
+    ]
+)
 
 #: Natural hair colours (display RGB) and their sampling weights.
-_HAIR_COLORS = torch.tensor([
-    [0.06, 0.05, 0.045],  # black
-    [0.14, 0.09, 0.06],  # dark brown
-    [0.28, 0.18, 0.11],  # brown
-    [0.45, 0.32, 0.20],  # light brown
-    [0.72, 0.57, 0.36],  # blonde
-    [0.86, 0.78, 0.62],  # platinum
-    [0.48, 0.20, 0.09],  # auburn / red
-    [0.50, 0.49, 0.48],  # grey
-    [0.80, 0.79, 0.76],  # white
-])
+_HAIR_COLORS = torch.tensor(
+    [
+        [0.06, 0.05, 0.045],  # black
+        [0.14, 0.09, 0.06],  # dark brown
+        [0.28, 0.18, 0.11],  # brown
+        [0.45, 0.32, 0.20],  # light brown
+        [0.72, 0.57, 0.36],  # blonde
+        [0.86, 0.78, 0.62],  # platinum
+        [0.48, 0.20, 0.09],  # auburn / red
+        [0.50, 0.49, 0.48],  # grey
+        [0.80, 0.79, 0.76],  # white
+    ]
+)
 _HAIR_COLOR_WEIGHTS = torch.tensor([0.24, 0.22, 0.16, 0.1, 0.09, 0.03, 0.06, 0.06, 0.04])
 
 #: Iris colours (display RGB): dark brown, brown, hazel, green, blue, grey.
-_IRIS_COLORS = torch.tensor([
-    [0.16, 0.09, 0.05],
-    [0.32, 0.18, 0.08],
-    [0.42, 0.33, 0.15],
-    [0.30, 0.42, 0.25],
-    [0.30, 0.45, 0.62],
-    [0.45, 0.50, 0.53],
-])
+_IRIS_COLORS = torch.tensor(
+    [
+        [0.16, 0.09, 0.05],
+        [0.32, 0.18, 0.08],
+        [0.42, 0.33, 0.15],
+        [0.30, 0.42, 0.25],
+        [0.30, 0.45, 0.62],
+        [0.45, 0.50, 0.53],
+    ]
+)
 
 HAIR_STYLES = ("bald", "buzz", "short", "medium", "bob", "long", "bun", "curly")
 _HAIR_STYLE_WEIGHTS = torch.tensor([0.06, 0.1, 0.2, 0.16, 0.12, 0.18, 0.08, 0.1])
@@ -160,13 +166,28 @@ class Appearance:
 def _sample_hair_style(generator: torch.Generator, masculine: float) -> HairStyle:
     weights = _HAIR_STYLE_WEIGHTS.clone()
     # Masculine-leaning identities are more often bald / buzzed / short, feminine ones more often long.
-    weights *= torch.tensor([1 + 2 * masculine, 1 + masculine, 1 + masculine, 1.0, 2 - masculine * 1.5,
-                             2 - masculine * 1.7, 2 - masculine * 1.7, 1.0])
+    weights *= torch.tensor(
+        [
+            1 + 2 * masculine,
+            1 + masculine,
+            1 + masculine,
+            1.0,
+            2 - masculine * 1.5,
+            2 - masculine * 1.7,
+            2 - masculine * 1.7,
+            1.0,
+        ]
+    )
     name = HAIR_STYLES[_choice(weights, generator)]
     u = torch.rand(8, generator=generator)
     thickness = {
-        "bald": 0.0, "buzz": 0.004 + 0.004 * u[0], "short": 0.012 + 0.012 * u[0], "medium": 0.022 + 0.018 * u[0],
-        "bob": 0.018 + 0.012 * u[0], "long": 0.016 + 0.014 * u[0], "bun": 0.008 + 0.006 * u[0],
+        "bald": 0.0,
+        "buzz": 0.004 + 0.004 * u[0],
+        "short": 0.012 + 0.012 * u[0],
+        "medium": 0.022 + 0.018 * u[0],
+        "bob": 0.018 + 0.012 * u[0],
+        "long": 0.016 + 0.014 * u[0],
+        "bun": 0.008 + 0.006 * u[0],
         "curly": 0.045 + 0.04 * u[0],
     }[name]
     length = {"bob": 0.12 + 0.06 * u[1], "long": 0.3 + 0.25 * u[1]}.get(name, 0.0)
@@ -176,15 +197,23 @@ def _sample_hair_style(generator: torch.Generator, masculine: float) -> HairStyl
     recession = float(u[4]) ** 2 * (0.9 * masculine if name in ("short", "buzz", "bald", "medium") else 0.1)
     whorl_azimuth = (float(u[5]) - 0.5) * 0.6
     whorl_elevation = 0.95 + 0.35 * float(u[6])  # radians up from the horizontal, leaning back
-    whorl = torch.tensor([
-        math.cos(whorl_elevation) * math.sin(math.pi + whorl_azimuth),
-        math.sin(whorl_elevation),
-        math.cos(whorl_elevation) * math.cos(math.pi + whorl_azimuth),
-    ])
+    whorl = torch.tensor(
+        [
+            math.cos(whorl_elevation) * math.sin(math.pi + whorl_azimuth),
+            math.sin(whorl_elevation),
+            math.cos(whorl_elevation) * math.cos(math.pi + whorl_azimuth),
+        ]
+    )
     return HairStyle(
-        name=name, thickness=float(thickness), hairline=(float(u[7]) - 0.5) * 0.03, fringe=fringe,
-        recession=recession, length=float(length), curl=1.0 if name == "curly" else 0.15 * float(u[2]),
-        whorl=whorl, part=float(torch.rand((), generator=generator)) * 2.0 - 1.0,
+        name=name,
+        thickness=float(thickness),
+        hairline=(float(u[7]) - 0.5) * 0.03,
+        fringe=fringe,
+        recession=recession,
+        length=float(length),
+        curl=1.0 if name == "curly" else 0.15 * float(u[2]),
+        whorl=whorl,
+        part=float(torch.rand((), generator=generator)) * 2.0 - 1.0,
     )
 
 
@@ -193,8 +222,9 @@ def sample_appearance(generator: torch.Generator) -> Appearance:
     tone = _rand(generator)
     skin_display = _palette_lerp(_SKIN_TONES, tone)
     undertone = _rand(generator) * 2.0 - 1.0
-    skin_display = skin_display * torch.tensor([1.0 + 0.03 * undertone, 1.0 - 0.01 * undertone,
-                                                1.0 - 0.03 * undertone])
+    skin_display = skin_display * torch.tensor(
+        [1.0 + 0.03 * undertone, 1.0 - 0.01 * undertone, 1.0 - 0.03 * undertone]
+    )
     masculine = _rand(generator)
     redness = 0.2 + 0.6 * _rand(generator)
     freckles = max(0.0, _rand(generator) * 1.6 - 1.0) * (1.0 - tone)  # ~ a third of light-skinned people
@@ -210,18 +240,23 @@ def sample_appearance(generator: torch.Generator) -> Appearance:
         hue = _rand(generator) * 2.0 * math.pi
         hair_display = 0.3 + 0.25 * torch.cos(hue - torch.tensor([0.0, 2.0944, 4.1888]))
     brows_display = (hair_display * 0.8).clamp(max=0.35) if hair_index not in (7, 8) else hair_display * 0.7
-    iris_weights = torch.tensor([0.35, 0.25, 0.12, 0.08, 0.12, 0.08]) if tone < 0.45 else torch.tensor(
-        [0.7, 0.25, 0.05, 0.0, 0.0, 0.0])
+    iris_weights = (
+        torch.tensor([0.35, 0.25, 0.12, 0.08, 0.12, 0.08])
+        if tone < 0.45
+        else torch.tensor([0.7, 0.25, 0.05, 0.0, 0.0, 0.0])
+    )
     iris_display = _IRIS_COLORS[_choice(iris_weights, generator)] * (0.8 + 0.4 * _rand(generator))
     sclera_display = torch.tensor([0.88, 0.84, 0.8]) * (0.9 + 0.1 * _rand(generator))
     stubble = masculine * _rand(generator) if masculine > 0.55 else 0.0
-    beard = 0.006 + 0.012 * _rand(generator) if masculine > 0.7 and _rand(generator) < 0.45 else 0.0
+    beard = 0.003 + 0.007 * _rand(generator) if masculine > 0.7 and _rand(generator) < 0.45 else 0.0
     hair_style = _sample_hair_style(generator, masculine)
     clothing_display = torch.rand(3, generator=generator) * 0.7 + 0.05
     gray = clothing_display.mean()
     clothing_display = gray + (clothing_display - gray) * _rand(generator)  # many clothes are desaturated
     accent_display = torch.rand(3, generator=generator) * 0.8 + 0.1
-    pattern = ("plain", "plain", "stripes", "checks", "knit")[int(torch.randint(0, 5, (), generator=generator))]
+    pattern = ("plain", "plain", "stripes", "checks", "knit")[
+        int(torch.randint(0, 5, (), generator=generator))
+    ]
     neckline = ("crew", "crew", "v", "turtle", "open")[int(torch.randint(0, 5, (), generator=generator))]
     teeth_display = torch.tensor([0.9, 0.86, 0.76]) * (0.85 + 0.15 * _rand(generator))
     gums_display = torch.tensor([0.75, 0.36, 0.38]) * (0.85 + 0.15 * _rand(generator))
@@ -233,8 +268,8 @@ def sample_appearance(generator: torch.Generator) -> Appearance:
         pores=0.3 + 0.7 * _rand(generator),
         lips=display_to_linear(lips),
         brows=display_to_linear(brows_display),
-        brow_thickness=0.008 + 0.008 * _rand(generator) + 0.004 * masculine,
-        brow_density=0.6 + 0.4 * _rand(generator),
+        brow_thickness=0.011 + 0.007 * _rand(generator) + 0.004 * masculine,
+        brow_density=0.75 + 0.25 * _rand(generator),
         stubble=stubble,
         beard=beard,
         iris=display_to_linear(iris_display),

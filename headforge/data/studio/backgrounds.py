@@ -24,8 +24,9 @@ _KIND_WEIGHTS = torch.tensor([0.16, 0.22, 0.2, 0.1, 0.08, 0.14, 0.1])
 DISPLAY_GAMMA = 2.2
 
 
-def random_display_color(generator: torch.Generator, saturation: float = 0.35, value: tuple[float, float] = (0.15, 0.9)
-                         ) -> Tensor:
+def random_display_color(
+    generator: torch.Generator, saturation: float = 0.35, value: tuple[float, float] = (0.15, 0.9)
+) -> Tensor:
     """A random colour (3,) in display space [0, 1]: uniform hue, saturation up to ``saturation``."""
     u = torch.rand(3, generator=generator)
     hue = u[0] * 2.0 * math.pi
@@ -55,8 +56,9 @@ def sample_background_kind(generator: torch.Generator) -> str:
     return BACKGROUND_KINDS[int(torch.multinomial(_KIND_WEIGHTS, 1, generator=generator))]
 
 
-def render_background(kind: str, generator: torch.Generator, height: int, width: int,
-                      device: torch.device | str | None = None) -> Tensor:
+def render_background(
+    kind: str, generator: torch.Generator, height: int, width: int, device: torch.device | str | None = None
+) -> Tensor:
     """A background of ``kind`` as linear radiance (H, W, 3).
 
     All randomness comes from ``generator``; the result is independent of the
@@ -72,8 +74,11 @@ def render_background(kind: str, generator: torch.Generator, height: int, width:
     if kind == "gradient":
         angle = torch.rand((), generator=generator).item() * 2.0 * math.pi
         radial = torch.rand((), generator=generator).item() < 0.35
-        t = (x * x + y * y).sqrt() / math.sqrt(2.0) if radial else 0.5 + 0.5 * (
-            x * math.cos(angle) + y * math.sin(angle)) / math.sqrt(2.0)
+        t = (
+            (x * x + y * y).sqrt() / math.sqrt(2.0)
+            if radial
+            else 0.5 + 0.5 * (x * math.cos(angle) + y * math.sin(angle)) / math.sqrt(2.0)
+        )
         t = t.clamp(0.0, 1.0)[..., None]
         return _linear(first.to(device) * (1.0 - t) + second.to(device) * t)
     if kind == "noise":
@@ -116,7 +121,9 @@ def render_background(kind: str, generator: torch.Generator, height: int, width:
     col_index = torch.floor(u)
     jitter = LatticeNoise(generator)(torch.stack([col_index * 7.1, row_index * 3.3, torch.zeros_like(u)], -1))
     fu, fv = u - col_index, v - row_index
-    mortar = _soft_step(torch.minimum(torch.minimum(fu, 1.0 - fu) * aspect, torch.minimum(fv, 1.0 - fv)) - 0.05, 0.02)
+    mortar = _soft_step(
+        torch.minimum(torch.minimum(fu, 1.0 - fu) * aspect, torch.minimum(fv, 1.0 - fv)) - 0.05, 0.02
+    )
     color = first.to(device) * (0.75 + 0.5 * jitter)[..., None]
     t = mortar[..., None]
     return _linear(color * t + second.to(device) * (1.0 - t))

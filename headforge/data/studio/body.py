@@ -71,9 +71,10 @@ def _ring_faces(rows: int, cols: int, offset: int = 0) -> Tensor:
     return torch.cat([torch.stack([a, b, d], 1), torch.stack([b, e, d], 1)]) + offset
 
 
-def _superellipse_ring(half_x: Tensor, half_z: Tensor, centre_z: Tensor, y: Tensor, exponent: Tensor,
-                       cols: int) -> Tensor:
-    """(R, C, 3) points of superelliptic rings; the angle runs from +z towards -x (counter-clockwise from above)."""
+def _superellipse_ring(
+    half_x: Tensor, half_z: Tensor, centre_z: Tensor, y: Tensor, exponent: Tensor, cols: int
+) -> Tensor:
+    """(R, C, 3) points of superelliptic rings; the angle runs from +z towards -x."""
     angle = torch.arange(cols) * (2.0 * math.pi / cols)
     s, c = torch.sin(angle)[None], torch.cos(angle)[None]
     power = 2.0 / exponent[:, None]
@@ -82,7 +83,9 @@ def _superellipse_ring(half_x: Tensor, half_z: Tensor, centre_z: Tensor, y: Tens
     return torch.stack([x, y[:, None].expand_as(x), z], dim=-1)
 
 
-def build_body(head: StudioHead, shaped: Tensor, appearance: Appearance, generator: torch.Generator) -> BodyGeometry:
+def build_body(
+    head: StudioHead, shaped: Tensor, appearance: Appearance, generator: torch.Generator
+) -> BodyGeometry:
     """Torso (and turtleneck collar) for an identity.
 
     Args:
@@ -93,7 +96,7 @@ def build_body(head: StudioHead, shaped: Tensor, appearance: Appearance, generat
     """
     u = torch.rand(4, generator=generator)
     skin = (head.vertex_materials == Material.SKIN) | (head.vertex_materials == Material.NECK)
-    neck_ref_y = head.chin_y - 0.09
+    neck_ref_y = head.chin_y - 0.075
     band = shaped[skin & ((shaped[:, 1] - neck_ref_y).abs() < 0.012)]
     if band.shape[0] < 8:
         raise ValueError("the head model has no neck below the chin to attach shoulders to")
@@ -104,11 +107,11 @@ def build_body(head: StudioHead, shaped: Tensor, appearance: Appearance, generat
 
     shoulder_half_x = 0.2 + 0.05 * float(u[0])
     chest_half_z = 0.105 + 0.03 * float(u[1])
-    top_y = neck_ref_y + 0.02
+    top_y = neck_ref_y + 0.01
     rows, cols = 44, 72
     fall = torch.cat([torch.linspace(0.0, 0.2, 30), torch.linspace(0.23, 0.8, rows - 30)])
     y = top_y - fall
-    half_x = _smooth_min(0.93 * neck_half_x + 2.3 * (fall - 0.015).clamp(min=0.0), shoulder_half_x, 0.06)
+    half_x = _smooth_min(0.93 * neck_half_x + 2.0 * (fall - 0.01).clamp(min=0.0), shoulder_half_x, 0.06)
     half_z = 0.93 * neck_half_z + (chest_half_z - 0.93 * neck_half_z) * _smoothstep(0.0, 0.14, fall)
     centre_z = neck_centre_z + (neck_centre_z * 0.2 - 0.01 - neck_centre_z) * _smoothstep(0.0, 0.16, fall)
     exponent = 2.0 + 0.8 * _smoothstep(0.02, 0.12, fall)
@@ -121,14 +124,24 @@ def build_body(head: StudioHead, shaped: Tensor, appearance: Appearance, generat
         collar_top = head.chin_y - 0.045
         collar_y = torch.linspace(collar_top, top_y - 0.03, collar_rows)
         ones = torch.ones(collar_rows)
-        collar = _superellipse_ring(ones * (neck_half_x + 0.014), ones * (neck_half_z + 0.014),
-                                    ones * neck_centre_z, collar_y, ones * 2.2, cols).reshape(-1, 3)
+        collar = _superellipse_ring(
+            ones * (neck_half_x + 0.014),
+            ones * (neck_half_z + 0.014),
+            ones * neck_centre_z,
+            collar_y,
+            ones * 2.2,
+            cols,
+        ).reshape(-1, 3)
         collar_faces = _ring_faces(collar_rows, cols, offset=torso.shape[0])
         vertices.append(collar)
         faces.append(collar_faces)
         materials.append(torch.full((collar_faces.shape[0],), Material.CLOTHING))
-    depth = {"crew": 0.02 + 0.02 * float(u[2]), "v": 0.08 + 0.08 * float(u[2]), "open": 0.1 + 0.1 * float(u[2]),
-             "turtle": 0.0}[appearance.neckline]
+    depth = {
+        "crew": 0.02 + 0.02 * float(u[2]),
+        "v": 0.08 + 0.08 * float(u[2]),
+        "open": 0.1 + 0.1 * float(u[2]),
+        "turtle": 0.0,
+    }[appearance.neckline]
     return BodyGeometry(
         vertices=torch.cat(vertices),
         faces=torch.cat(faces),
@@ -153,8 +166,9 @@ def _neckline_height(body: BodyGeometry, points: Tensor) -> Tensor:
     return body.neck_base_y - 0.012 - 0.02 * frontness - body.neckline_depth * v_shape
 
 
-def shade_body(body: BodyGeometry, material: Tensor, points: Tensor, appearance: Appearance,
-               noise: LatticeNoise) -> tuple[Tensor, Tensor]:
+def shade_body(
+    body: BodyGeometry, material: Tensor, points: Tensor, appearance: Appearance, noise: LatticeNoise
+) -> tuple[Tensor, Tensor]:
     """Albedo (N, 3) and clothing flag (N,) of torso / collar pixels at world ``points`` (N, 3)."""
     clothing = (material == Material.CLOTHING) | (points[:, 1] < _neckline_height(body, points))
     fabric = noise.fbm(points, 90.0, octaves=2)
@@ -163,10 +177,14 @@ def shade_body(body: BodyGeometry, material: Tensor, points: Tensor, appearance:
     if pattern == "stripes":
         weight = (torch.sin(points[:, 1] * 2.0 * math.pi * 22.0) > 0.3).to(points.dtype)
     elif pattern == "checks":
-        weight = ((torch.sin(points[:, 0] * 70.0) * torch.sin(points[:, 1] * 70.0)) > 0.0).to(points.dtype) * 0.6
+        weight = ((torch.sin(points[:, 0] * 70.0) * torch.sin(points[:, 1] * 70.0)) > 0.0).to(
+            points.dtype
+        ) * 0.6
     else:
         weight = torch.zeros_like(fabric)
-    cloth = appearance.clothing[None] + (appearance.clothing_accent - appearance.clothing)[None] * weight[:, None]
+    cloth = (
+        appearance.clothing[None] + (appearance.clothing_accent - appearance.clothing)[None] * weight[:, None]
+    )
     if pattern == "knit" or material.eq(Material.CLOTHING).any():
         ribs = 0.85 + 0.15 * torch.sin(torch.atan2(points[:, 0], points[:, 2]) * 90.0) ** 2
         knit = (pattern == "knit") | (material == Material.CLOTHING)

@@ -61,8 +61,12 @@ def polygon_signed_distance(queries: Tensor, polygon: Tensor) -> Tensor:
     # Even-odd rule: count edge crossings of a ray towards +x.
     x, y = queries[:, 0:1], queries[:, 1:2]
     crosses = ((starts[None, :, 1] > y) != (ends[None, :, 1] > y)) & (
-        x < starts[None, :, 0] + (y - starts[None, :, 1]) * (ends[None, :, 0] - starts[None, :, 0])
-        / (ends[None, :, 1] - starts[None, :, 1] + 1e-12))
+        x
+        < starts[None, :, 0]
+        + (y - starts[None, :, 1])
+        * (ends[None, :, 0] - starts[None, :, 0])
+        / (ends[None, :, 1] - starts[None, :, 1] + 1e-12)
+    )
     inside = crosses.sum(1) % 2 == 1
     return torch.where(inside, -distance, distance)
 
@@ -86,11 +90,23 @@ def lip_mask(points: Tensor, landmarks: Tensor, softness: float = 0.0015) -> Ten
     return soft_band(signed, 0.0, softness) * front
 
 
-def brow_distance(points: Tensor, landmarks: Tensor) -> tuple[Tensor, Tensor]:
-    """Distance (N,) to the nearer brow line and the position (N,) along it (0 inner end, 1 tail)."""
+def brow_distance(points: Tensor, landmarks: Tensor, flatten: float = 0.35) -> tuple[Tensor, Tensor]:
+    """Distance (N,) to the nearer brow line and the position (N,) along it (0 inner end, 1 tail).
+
+    The brow line runs through the brow landmarks with its arch flattened by
+    ``flatten`` towards the arch's peak height (painted brows sit a little
+    higher at the ends than a strongly arched landmark line).
+    """
     queries = points[:, :2]
-    left_d, left_t = polyline_distance(queries, landmarks[LEFT_BROW, :2])
-    right_d, right_t = polyline_distance(queries, landmarks[RIGHT_BROW, :2])
+
+    def line(indices: list[int]) -> Tensor:
+        xy = landmarks[indices, :2].clone()
+        peak = xy[:, 1].max()
+        xy[:, 1] = xy[:, 1] + flatten * (peak - xy[:, 1])
+        return xy
+
+    left_d, left_t = polyline_distance(queries, line(LEFT_BROW))
+    right_d, right_t = polyline_distance(queries, line(RIGHT_BROW))
     # Landmarks 17 and 26 are the outer tails, 21 and 22 the inner ends.
     right_t = 1.0 - right_t  # 17 (tail) -> 21 (inner); the left brow runs 22 (inner) -> 26 (tail)
     use_left = left_d < right_d
@@ -128,7 +144,7 @@ def beard_mask(points: Tensor, landmarks: Tensor, ear_centres: Tensor, softness:
     rise = ((ax - 0.045) / (0.8 * ear_x - 0.045)).clamp(0.0, 1.0)
     top = nose_base - 0.004 + (ear_y - nose_base) * rise * rise * (3.0 - 2.0 * rise)
     jaw_y = interp1d(x, landmarks[0:17, 0], landmarks[0:17, 1])
-    bottom = jaw_y - 0.045
+    bottom = jaw_y - 0.025
     in_front_of_ears = soft_band(-z, -float(ear_centres[:, 2].mean() + 0.025), softness)
     mask = soft_band(y - top, 0.0, softness) * soft_band(bottom - y, 0.0, 2.0 * softness) * in_front_of_ears
     return mask * (1.0 - lip_mask(points, landmarks, 0.002))

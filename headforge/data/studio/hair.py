@@ -61,19 +61,21 @@ def scalp_coverage(points: Tensor, head: StudioHead, style: HairStyle) -> Tensor
     long_style = style.length > 0.0 or style.name in ("medium", "curly")
     over_ear = ear_y + (0.012 if long_style else 0.05)
     knots_x = torch.tensor([0.0, 0.45, 0.75, 1.2, 1.4, 1.57, 1.85, 2.3, math.pi])
-    knots_y = torch.tensor([
-        front_y - style.fringe,
-        front_y - 0.6 * style.fringe + 0.04 * style.recession,
-        front_y - 0.01 + 0.06 * style.recession,
-        ear_y + 0.035,
-        ear_y - 0.012,
-        over_ear,
-        ear_y - 0.01,
-        ear_y - 0.07,
-        head.chin_y + 0.06,
-    ])
+    knots_y = torch.tensor(
+        [
+            front_y - style.fringe,
+            front_y - 0.6 * style.fringe + 0.04 * style.recession,
+            front_y - 0.01 + 0.06 * style.recession,
+            ear_y + 0.035,
+            ear_y - 0.012,
+            over_ear,
+            ear_y - 0.01,
+            ear_y - 0.07,
+            head.chin_y + 0.06,
+        ]
+    )
     hairline = interp1d(azimuth, knots_x.to(points), knots_y.to(points))
-    coverage = _smoothstep(-0.003, 0.008, relative[:, 1] + head.centre[1].item() - hairline)
+    coverage = _smoothstep(-0.004, 0.012, relative[:, 1] + head.centre[1].item() - hairline)
     if style.recession > 0.6:  # thinning crown
         crown = F.normalize(relative, dim=-1)[:, 1]
         coverage = coverage * (1.0 - (style.recession - 0.6) * 2.5 * _smoothstep(0.75, 0.92, crown))
@@ -120,8 +122,17 @@ def _grid_faces(rows: int, cols: int, offset: int = 0) -> Tensor:
     return torch.cat([torch.stack([a, d, b], 1), torch.stack([b, d, e], 1)]) + offset
 
 
-def _curtain(head: StudioHead, shaped: Tensor, style: HairStyle, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Vertices (R * C, 3) and faces of a hanging sheet behind and beside the head."""
+def _curtain(
+    head: StudioHead, shaped: Tensor, style: HairStyle, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Vertices (R * C, 3) and faces of long hair: a hood over the back of the skull that falls straight down.
+
+    Each column (an azimuth around the vertical axis through the head centre,
+    from one side of the face round the back to the other) follows the
+    widest head point above each height, so the sheet hugs the skull on top
+    and hangs vertically below its widest point. It sits inside the hair
+    shells' volume, whose outer strands stay visible on top of it.
+    """
     centre = head.centre
     skin = (head.vertex_materials == Material.SKIN) | (head.vertex_materials == Material.EAR)
     points = shaped[skin]
@@ -129,38 +140,38 @@ def _curtain(head: StudioHead, shaped: Tensor, style: HairStyle, generator: torc
     azimuth = torch.atan2(relative[:, 0], relative[:, 2])
     radius = torch.hypot(relative[:, 0], relative[:, 2])
     ear_y = float(head.ear_centres[:, 1].mean())
-    top_y = ear_y + 0.06
-    span = math.radians(115.0 + 25.0 * float(torch.rand((), generator=generator)))
-    cols, rows = 56, 28
+    top_y = head.crown_y + 0.01
+    bottom_y = ear_y - style.length
+    span = math.radians(112.0 + 16.0 * float(torch.rand((), generator=generator)))
+    cols, rows = 48, 40
     column_azimuth = math.pi + torch.linspace(-span, span, cols)
-    bins = torch.remainder(column_azimuth + math.pi, 2 * math.pi) - math.pi
-    # Outline radius per column: the widest head point above each height (the hair falls straight down).
-    row_y = torch.linspace(top_y, top_y - style.length, rows)
-    angular = torch.remainder(azimuth[None, :] - bins[:, None] + math.pi, 2 * math.pi) - math.pi  # (C, N)
-    near_column = angular.abs() < 0.12
+    row_y = torch.linspace(top_y, bottom_y, rows)
+    angular = torch.remainder(azimuth[None, :] - column_azimuth[:, None] + math.pi, 2 * math.pi) - math.pi
+    near_column = angular.abs() < 0.1  # (C, N)
     outline = torch.zeros(rows, cols)
     for i in range(rows):
-        above = (points[:, 1] >= row_y[i] - 0.02)[None, :] & near_column
-        masked = torch.where(above, radius[None, :].expand_as(above), torch.zeros_like(angular))
-        outline[i] = masked.amax(1)
-    outline = torch.cummax(outline, dim=0).values  # never narrower than higher up
+        near_row = ((points[:, 1] - row_y[i]).abs() < 0.012)[None, :] & near_column
+        outline[i] = torch.where(
+            near_row, radius[None, :].expand_as(near_row), torch.zeros_like(angular)
+        ).amax(1)
+    outline = torch.cummax(outline, dim=0).values  # the hair falls straight below the widest point
     outline = F.avg_pool1d(F.pad(outline[None], (2, 2), mode="replicate"), 5, 1)[0]  # smooth across columns
-    fall = (top_y - row_y)[:, None]
-    flare = 0.03 * fall + 0.03 * (fall / max(style.length, 1e-3)) ** 2
-    r = outline + style.thickness * 0.9 + 0.004 + flare
-    # Ragged ends: each column stops at its own length.
-    ends = 1.0 - 0.18 * torch.rand(cols, generator=generator)
-    y = top_y - (top_y - row_y)[:, None] * ends[None, :]
-    # Tuck the front edges in slightly so the sheet wraps around the face.
+    fall = (ear_y - row_y).clamp(min=0.0)[:, None]
+    r = outline + 0.6 * style.thickness + 0.003 + 0.05 * fall
+    # Ragged ends: each column stops at its own length; front edges tuck in towards the face.
+    ends = 1.0 - 0.2 * torch.rand(cols, generator=generator) * (style.length / 0.3)
+    y = torch.where(row_y[:, None] < ear_y, ear_y - (ear_y - row_y)[:, None] * ends[None, :], row_y[:, None])
     edge = (column_azimuth - math.pi).abs() / span
-    r = r - 0.015 * _smoothstep(0.85, 1.0, edge)[None, :]
+    r = r - 0.012 * _smoothstep(0.8, 1.0, edge)[None, :]
     x = centre[0] + r * torch.sin(column_azimuth)[None, :]
     z = centre[2] + r * torch.cos(column_azimuth)[None, :]
     vertices = torch.stack([x, y.expand(rows, cols), z], dim=-1).reshape(-1, 3)
     return vertices, _grid_faces(rows, cols)
 
 
-def _bun(head: StudioHead, shaped: Tensor, whorl: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def _bun(
+    head: StudioHead, shaped: Tensor, whorl: Tensor, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """Vertices and faces of an ellipsoidal bun sitting on the head along ``whorl``."""
     skin = (head.vertex_materials == Material.SKIN) | (head.vertex_materials == Material.EAR)
     relative = shaped[skin] - head.centre
@@ -190,7 +201,9 @@ def _bun(head: StudioHead, shaped: Tensor, whorl: Tensor, generator: torch.Gener
     return vertices, torch.tensor(faces)
 
 
-def build_hair(head: StudioHead, shaped: Tensor, appearance: Appearance, generator: torch.Generator) -> HairGeometry:
+def build_hair(
+    head: StudioHead, shaped: Tensor, appearance: Appearance, generator: torch.Generator
+) -> HairGeometry:
     """Hair geometry of an identity.
 
     Args:
@@ -202,20 +215,32 @@ def build_hair(head: StudioHead, shaped: Tensor, appearance: Appearance, generat
     style = appearance.hair_style
     template = head.template_vertices
     scalp = scalp_coverage(template, head, style)
-    scalp_height = scalp * style.thickness * (0.55 + 0.45 * _smoothstep(
-        float(head.ear_centres[:, 1].mean()), head.crown_y, template[:, 1]))
-    beard = beard_mask(template, head.template_landmarks, head.ear_centres) if appearance.beard > 0 else (
-        torch.zeros_like(scalp))
+    # Hair thins out towards the hairline (over about 3 cm) and is fullest on top of the head.
+    taper = scalp_coverage(template + torch.tensor([0.0, -0.02, 0.0]), head, style)
+    scalp_height = (
+        scalp
+        * taper
+        * style.thickness
+        * (0.55 + 0.45 * _smoothstep(float(head.ear_centres[:, 1].mean()), head.crown_y, template[:, 1]))
+    )
+    beard = (
+        beard_mask(template, head.template_landmarks, head.ear_centres)
+        if appearance.beard > 0
+        else (torch.zeros_like(scalp))
+    )
     beard_height = beard * appearance.beard
     bearing = torch.zeros(template.shape[0], dtype=torch.bool)
     base_faces = head.faces[head.hair_base_faces]
     bearing[base_faces.reshape(-1)] = True
-    height = torch.where(bearing, torch.maximum(scalp_height, beard_height), torch.zeros_like(scalp))
-    coverage = torch.where(bearing, torch.maximum(scalp, beard), torch.zeros_like(scalp))
+    # Keep hair off the ears and their base, where normals swing and shells would stick out as spikes.
+    clear_of_ears = _smoothstep(0.008, 0.025, head.ear_distance)
+    bearing_scale = bearing.to(scalp.dtype) * clear_of_ears
+    height = bearing_scale * torch.maximum(scalp_height, beard_height)
+    coverage = bearing_scale * torch.maximum(scalp, beard)
     face_height = height[base_faces].amax(1)
     keep = face_height > 1e-4
     shell_faces = base_faces[keep]
-    is_beard = (beard_height[shell_faces].amax(1) > scalp_height[shell_faces].amax(1))
+    is_beard = beard_height[shell_faces].amax(1) > scalp_height[shell_faces].amax(1)
     shell_materials = torch.where(is_beard, Material.FACIAL_HAIR, Material.HAIR)
 
     extra_vertices, extra_faces, extra_materials = [], [], []
@@ -267,7 +292,9 @@ class StrandSampler:
         self.part = hair.part
         self.curl = hair.curl
 
-    def _angles(self, relative: Tensor, axis: Tensor, b1: Tensor, b2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _angles(
+        self, relative: Tensor, axis: Tensor, b1: Tensor, b2: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Azimuth around ``axis``, polar angle from it and the away-from-axis tangent, for (N, 3) offsets."""
         direction = F.normalize(relative, dim=-1)
         cosine = (direction * axis).sum(-1).clamp(-1.0, 1.0)
@@ -290,8 +317,9 @@ class StrandSampler:
         tangent = torch.zeros_like(relative)
         scalp = material == Material.HAIR
         if scalp.any():
-            azimuth, polar, tan = self._angles(relative[scalp], self.axis.to(coords), self.b1.to(coords),
-                                               self.b2.to(coords))
+            azimuth, polar, tan = self._angles(
+                relative[scalp], self.axis.to(coords), self.b1.to(coords), self.b2.to(coords)
+            )
             azimuth = azimuth + self.part * 0.5 * torch.sin(polar)  # strands sweep sideways as they fall
             across[scalp] = azimuth / (2 * math.pi) * _STRANDS_PER_TURN
             along[scalp] = polar * 5.0
@@ -302,13 +330,16 @@ class StrandSampler:
             facial = material[vertical] == Material.FACIAL_HAIR
             turns = torch.where(facial, torch.full_like(azimuth, 4.0), torch.ones_like(azimuth))
             across[vertical] = azimuth / (2 * math.pi) * _STRANDS_PER_TURN * turns
-            along[vertical] = relative[vertical, 1] * torch.where(facial, torch.full_like(azimuth, 90.0),
-                                                                    torch.full_like(azimuth, 7.0))
+            along[vertical] = relative[vertical, 1] * torch.where(
+                facial, torch.full_like(azimuth, 90.0), torch.full_like(azimuth, 7.0)
+            )
             tangent[vertical] = torch.tensor([0.0, -1.0, 0.0], dtype=dtype)
         bun = material == Material.HAIR_BUN
         if bun.any():
             local = relative[bun] - relative[bun].mean(0) if bun.sum() > 1 else relative[bun]
-            azimuth, polar, tan = self._angles(local, self.axis.to(coords), self.b1.to(coords), self.b2.to(coords))
+            azimuth, polar, tan = self._angles(
+                local, self.axis.to(coords), self.b1.to(coords), self.b2.to(coords)
+            )
             across[bun] = azimuth / (2 * math.pi) * _STRANDS_PER_TURN / 2
             along[bun] = polar * 3.0
             tangent[bun] = torch.linalg.cross(tan, self.axis.to(coords)[None].expand_as(tan))

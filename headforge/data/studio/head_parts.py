@@ -65,6 +65,7 @@ class StudioHead:
         hair_base_faces: (Fh,) long faces that may carry scalp or facial hair (skin only).
         region_features: (V, 2) indicators of the model's "lips" and "nose" regions (zeros when absent).
         has_lip_region: whether the model labels its lips (else lips come from the landmark contour).
+        ear_distance: (V,) template distance of every vertex to the nearest ear vertex (inf without ears).
     """
 
     model: HeadModel
@@ -81,6 +82,7 @@ class StudioHead:
     hair_base_faces: Tensor
     region_features: Tensor
     has_lip_region: bool
+    ear_distance: Tensor
 
     @property
     def faces(self) -> Tensor:
@@ -101,8 +103,11 @@ def build_studio_head(model: HeadModel) -> StudioHead:
     model = model.to("cpu").float()
     names = model.REGION_NAMES
     per_region = torch.tensor([region_material(name) for name in names] or [Material.SKIN], dtype=torch.long)
-    vertex_materials = per_region[model.vertex_regions.long()] if len(names) else torch.zeros(
-        model.n_vertices, dtype=torch.long)
+    vertex_materials = (
+        per_region[model.vertex_regions.long()]
+        if len(names)
+        else torch.zeros(model.n_vertices, dtype=torch.long)
+    )
     corner_materials = vertex_materials[model.faces.long()]  # (F, 3)
     ranks = _MATERIAL_PRIORITY[corner_materials]
     face_materials = corner_materials.gather(1, ranks.argmax(1, keepdim=True))[:, 0]
@@ -139,7 +144,9 @@ def build_studio_head(model: HeadModel) -> StudioHead:
     eye_y = float(eye_centres[:, 1].mean())
     centre = torch.tensor([0.0, eye_y, float(ear_centres[:, 2].mean())])
     # Ears are thin flaps whose normals swing wildly: hair never grows on them.
-    skin_faces = (face_materials == Material.SKIN) & (vertex_materials[model.faces.long()] == Material.SKIN).all(1)
+    skin_faces = (face_materials == Material.SKIN) & (
+        vertex_materials[model.faces.long()] == Material.SKIN
+    ).all(1)
     return StudioHead(
         model=model,
         vertex_materials=vertex_materials,
@@ -155,6 +162,9 @@ def build_studio_head(model: HeadModel) -> StudioHead:
         hair_base_faces=skin_faces.nonzero()[:, 0],
         region_features=torch.stack([_region_indicator(model, "lips"), _region_indicator(model, "nose")], -1),
         has_lip_region="lips" in names,
+        ear_distance=torch.cdist(template, template[ears]).amin(1)
+        if ears.any()
+        else torch.full((template.shape[0],), float("inf")),
     )
 
 

@@ -26,6 +26,7 @@ from headforge.data.studio.render import ViewPasses, render_view, scene_shadow_m
 from headforge.data.studio.scene import Identity, PosedScene, build_identity, pose_scene
 from headforge.data.studio.seeding import torch_generator
 from headforge.data.studio.shots import Shot, sample_shot
+from headforge.data.studio.skin_texture import SkinLayout
 from headforge.data.studio.uv_atlas import UVAtlas, build_uv_atlas
 from headforge.data.studio.writer import MAP_FILE_KINDS, encode_png, image_name, map_name
 from headforge.heads.base import HeadModel
@@ -103,9 +104,16 @@ class StudioContext:
         self.settings = studio_settings(self.resolution)
         self.head: StudioHead = build_studio_head(model)
         model = self.head.model
-        self.atlas: UVAtlas = build_uv_atlas(model.uv_coords, model.uv_faces.long(), model.faces.long(),
-                                             model.v_template, self.head.face_materials, self.settings["texture"],
-                                             self.head.region_features)
+        self.atlas: UVAtlas = build_uv_atlas(
+            model.uv_coords,
+            model.uv_faces.long(),
+            model.faces.long(),
+            model.v_template,
+            self.head.face_materials,
+            self.settings["texture"],
+            self.head.region_features,
+        )
+        self.skin_layout = SkinLayout.build(self.head, self.atlas)
         self.cache_size = cache_size
         self._identities: OrderedDict[tuple, Identity] = OrderedDict()
         self._scenes: OrderedDict[tuple, PosedScene] = OrderedDict()
@@ -120,7 +128,9 @@ class StudioContext:
         key = (seed, preset.stream, number)
         if key not in self._identities:
             generator = torch_generator(seed, preset.stream, "identity", number)
-            self._remember(self._identities, key, build_identity(self.head, self.atlas, generator))
+            self._remember(
+                self._identities, key, build_identity(self.head, self.atlas, self.skin_layout, generator)
+            )
         self._identities.move_to_end(key)
         return self._identities[key]
 
@@ -146,12 +156,26 @@ class StudioContext:
     def render(self, preset: SynthPreset, index: int, seed: int) -> RenderedItem:
         """Make image ``index`` of ``preset`` with the run's ``seed``."""
         plan = plan_item(preset, index)
-        shot = sample_shot(self.head.model, preset, plan, seed)
+        return self.render_shot(preset, plan, seed, sample_shot(self.head.model, preset, plan, seed))
+
+    def render_shot(self, preset: SynthPreset, plan: ItemPlan, seed: int, shot: Shot) -> RenderedItem:
+        """Render a given shot of the planned identity (tests change one thing of a sampled shot)."""
+        index = plan.index
         identity = self.identity(seed, preset, plan.identity)
         scene = self.scene(seed, preset, plan, shot)
         shadow_maps = scene_shadow_map(scene, shot.rig, self.settings["shadow_map"])
-        passes = render_view(self.head, identity, scene, shot.cam2world, shot.intrinsics, shot.rig, shadow_maps,
-                             self.background(shot), self.resolution, self.settings["supersample"])
+        passes = render_view(
+            self.head,
+            identity,
+            scene,
+            shot.cam2world,
+            shot.intrinsics,
+            shot.rig,
+            shadow_maps,
+            self.background(shot),
+            self.resolution,
+            self.settings["supersample"],
+        )
         encoded = encode_passes(passes)
         files = {image_name(index): encoded["image"]}
         files.update({map_name(kind, index): encoded[kind] for kind in MAP_FILE_KINDS})

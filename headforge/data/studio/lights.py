@@ -110,8 +110,9 @@ def light_color(generator: torch.Generator, tint_probability: float = 0.1) -> Te
     t = torch.rand((), generator=generator)
     color = warm * (1.0 - t) + cool * t
     if torch.rand((), generator=generator) < tint_probability:
-        hue = torch.rand((), generator=generator) * 2.0 * math.pi
-        gel = 0.65 + 0.35 * torch.cos(hue - torch.tensor([0.0, 2.0944, 4.1888]))
+        # A coloured gel with a hue from blue through magenta and red to orange (green looks ill on skin).
+        hue = -2.4 + 3.3 * torch.rand((), generator=generator)  # blue (-2.09) .. red (0) .. orange
+        gel = 0.7 + 0.3 * torch.cos(hue - torch.tensor([0.0, 2.0944, 4.1888]))
         color = color * gel
     return color / color.max()
 
@@ -119,7 +120,11 @@ def light_color(generator: torch.Generator, tint_probability: float = 0.1) -> Te
 def _direction(azimuth: Tensor, elevation: Tensor) -> Tensor:
     """Unit vector: azimuth from +z towards +x, elevation towards +y (radians)."""
     return torch.stack(
-        [torch.cos(elevation) * torch.sin(azimuth), torch.sin(elevation), torch.cos(elevation) * torch.cos(azimuth)]
+        [
+            torch.cos(elevation) * torch.sin(azimuth),
+            torch.sin(elevation),
+            torch.cos(elevation) * torch.cos(azimuth),
+        ]
     )
 
 
@@ -131,15 +136,17 @@ def sample_light_rig(generator: torch.Generator, with_fill_probability: float = 
     sunlight to overcast. Fill: roughly opposite the key, 10-45 % of it, no shadow.
     """
     u = torch.rand(8, generator=generator)
-    key_dir = _direction((u[0] * 2.0 - 1.0) * math.radians(110.0), math.radians(-15.0) + u[1] * math.radians(80.0))
-    key_color = light_color(generator) * (0.6 + 2.4 * u[2])
+    key_dir = _direction(
+        (u[0] * 2.0 - 1.0) * math.radians(110.0), math.radians(-15.0) + u[1] * math.radians(80.0)
+    )
+    key_color = light_color(generator) * (1.0 + 3.0 * u[2])
     directions, colors = [key_dir], [key_color]
     if u[3] < with_fill_probability:
         fill_azimuth = torch.atan2(-key_dir[0], key_dir[2]) + (u[4] - 0.5) * math.radians(60.0)
         fill_dir = _direction(fill_azimuth, (u[5] - 0.3) * math.radians(50.0))
         directions.append(fill_dir)
         colors.append(light_color(generator) * key_color.max() * (0.1 + 0.35 * u[6]))
-    sky = light_color(generator, tint_probability=0.0) * (0.25 + 0.5 * torch.rand((), generator=generator))
+    sky = light_color(generator, tint_probability=0.0) * (0.15 + 0.45 * torch.rand((), generator=generator))
     ground = sky * torch.tensor([0.55, 0.5, 0.45]) * (0.4 + 0.6 * torch.rand((), generator=generator))
     rig = LightRig(
         directions=F.normalize(torch.stack(directions), dim=-1),
@@ -148,7 +155,7 @@ def sample_light_rig(generator: torch.Generator, with_fill_probability: float = 
         shadowed=torch.tensor([True] + [False] * (len(directions) - 1)),
         specular=float(0.6 + 0.8 * u[7]),
     )
-    exposure = 0.78 + 0.2 * torch.rand((), generator=generator).item()
+    exposure = 0.88 + 0.12 * torch.rand((), generator=generator).item()
     return rig.normalized(exposure)
 
 

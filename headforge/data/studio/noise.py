@@ -69,12 +69,18 @@ class LatticeNoise:
         grid = faded / self.period * 2.0 - 1.0
         volume = self.volume.to(points.device, points.dtype)[None, None]  # (1, 1, D=x, H=y, W=z)
         # grid_sample's last grid coordinate indexes the first spatial axis: pass (z, y, x).
-        sampled = F.grid_sample(volume, grid.flip(-1)[None, None, None], mode="bilinear", padding_mode="border",
-                                align_corners=True)
+        sampled = F.grid_sample(
+            volume,
+            grid.flip(-1)[None, None, None],
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=True,
+        )
         return sampled.reshape(shape)
 
-    def fbm(self, points: Tensor, frequency: float, octaves: int = 4, gain: float = 0.5,
-            lacunarity: float = 2.0) -> Tensor:
+    def fbm(
+        self, points: Tensor, frequency: float, octaves: int = 4, gain: float = 0.5, lacunarity: float = 2.0
+    ) -> Tensor:
         """Fractal sum of ``octaves`` rotated octaves at ``points`` (..., 3) -> (...) in [0, 1].
 
         Octave k samples ``frequency * lacunarity**k`` cycles per unit with weight
@@ -94,8 +100,15 @@ class LatticeNoise:
             weight_sum += weight
         return total / weight_sum
 
-    def fbm_image(self, height: int, width: int, frequency: float, octaves: int = 4,
-                  device: torch.device | str | None = None, depth: float = 0.0) -> Tensor:
+    def fbm_image(
+        self,
+        height: int,
+        width: int,
+        frequency: float,
+        octaves: int = 4,
+        device: torch.device | str | None = None,
+        depth: float = 0.0,
+    ) -> Tensor:
         """fBm over an image plane, (H, W); ``frequency`` in cycles per image height.
 
         ``depth`` selects a different slice of the 3D noise (a cheap second pattern).
@@ -105,4 +118,3 @@ class LatticeNoise:
         y, x = torch.meshgrid(rows, cols, indexing="ij")
         points = torch.stack([x, y, torch.full_like(x, depth)], dim=-1)
         return self.fbm(points, frequency, octaves)
-

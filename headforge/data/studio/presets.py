@@ -76,20 +76,29 @@ class SynthPreset:
 SYNTH_PRESETS: dict[str, SynthPreset] = {
     "images": SynthPreset("images", "one image per identity: random expression, FFHQ-like camera and light"),
     "videos": SynthPreset(
-        "videos", "talking-head clips of 48 frames (25 fps): smooth expression, jaw, head motion and blinks",
+        "videos",
+        "talking-head clips of 48 frames (25 fps): smooth expression, jaw, head motion and blinks",
         frames_per_clip=48,
     ),
     "multiview": SynthPreset(
-        "multiview", "8 cameras of each of 2 expressions per identity, one light per expression",
-        views=8, expressions_per_identity=2,
+        "multiview",
+        "8 cameras of each of 2 expressions per identity, one light per expression",
+        views=8,
+        expressions_per_identity=2,
     ),
     "lightstage": SynthPreset(
-        "lightstage", "4 fixed cameras x 16 directional lights per expression, 2 expressions per identity",
-        views=4, lights=16, expressions_per_identity=2,
+        "lightstage",
+        "4 fixed cameras x 16 directional lights per expression, 2 expressions per identity",
+        views=4,
+        lights=16,
+        expressions_per_identity=2,
     ),
     "benchmark": SynthPreset(
-        "benchmark", "held-out evaluation split: 4 random images per identity from a separate seed stream",
-        stream="benchmark", images_per_identity=4, identity_offset=BENCHMARK_IDENTITY_OFFSET,
+        "benchmark",
+        "held-out evaluation split: 4 random images per identity from a separate seed stream",
+        stream="benchmark",
+        images_per_identity=4,
+        identity_offset=BENCHMARK_IDENTITY_OFFSET,
     ),
 }
 

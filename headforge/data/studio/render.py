@@ -30,9 +30,9 @@ from headforge.data.studio.scene import ATTRIBUTE_SLICES, Identity, MeshLayer, P
 from headforge.data.studio.shading import diffuse_shading, specular_shading
 from headforge.data.studio.shadows import ShadowMap, render_shadow_map
 from headforge.data.studio.surfaces import evaluate_surfaces
-from headforge.raster import interpolate, perspective_screen_vertices, rasterize, resolve_supersampled
+from headforge.raster import Fragments, perspective_screen_vertices, rasterize, resolve_supersampled
 
-__all__ = ["ViewPasses", "render_view", "scene_shadow_map", "to_display", "DISPLAY_GAMMA", "SHADOW_REGION"]
+__all__ = ["DISPLAY_GAMMA", "SHADOW_REGION", "ViewPasses", "render_view", "scene_shadow_map", "to_display"]
 
 DISPLAY_GAMMA = 2.2
 #: Centre and half size (world units) of the square every shadow map covers: head, hair and shoulders.
@@ -75,14 +75,38 @@ def scene_shadow_map(scene: PosedScene, rig: LightRig, resolution: int) -> list[
     """One shadow map per light of the rig that casts shadows (None for the others)."""
     vertices, faces = scene.casters
     centre, extent = SHADOW_REGION
+    centre_t = torch.tensor(centre, dtype=vertices.dtype, device=vertices.device)
     maps: list[ShadowMap | None] = []
     for index in range(rig.directions.shape[0]):
         if bool(rig.shadowed[index]):
-            maps.append(render_shadow_map(vertices, faces, rig.directions[index].to(vertices), resolution, extent,
-                                          torch.tensor(centre, dtype=vertices.dtype)))
+            direction = rig.directions[index].to(vertices)
+            maps.append(render_shadow_map(vertices, faces, direction, resolution, extent, centre_t))
         else:
             maps.append(None)
     return maps
+
+
+@dataclass
+class _View:
+    """Everything fixed while one view is rendered."""
+
+    head: StudioHead
+    identity: Identity
+    scene: PosedScene
+    cam2world: Tensor
+    intrinsics: Tensor
+    rig: LightRig
+    shadow_maps: list[ShadowMap | None]
+    resolution: int
+
+    def rasterize(self, layer: MeshLayer, factor: int, cull: bool) -> Fragments:
+        """Rasterize a layer at ``factor`` x the output resolution."""
+        size = self.resolution * factor
+        screen = perspective_screen_vertices(
+            layer.vertices, self.cam2world[None], self.intrinsics[None], self.resolution, self.resolution
+        )
+        screen = screen * layer.vertices.new_tensor([factor, factor, 1.0])
+        return rasterize(screen, layer.faces, size, size, cull_backfaces=cull)
 
 
 @dataclass
@@ -100,44 +124,112 @@ class _Shaded:
     visibility: Tensor
 
 
-def _shade_layer(head: StudioHead, identity: Identity, scene: PosedScene, layer: MeshLayer, batch: int,
-                 fragments, select: Tensor, camera_position: Tensor, rig: LightRig,
-                 shadow_maps: list[ShadowMap | None]) -> _Shaded:
+def _shade_layer(view: _View, layer: MeshLayer, batch: int, fragments: Fragments, select: Tensor) -> _Shaded:
     """Shade the samples ``select`` (H, W) bool of layer item ``batch``."""
     rows, cols = select.nonzero(as_tuple=True)
     width = select.shape[1]
     face = fragments.face_id[batch, rows, cols]
-    corners = layer.corners[batch][face]  # (N, 3, 12)
     bary = fragments.bary[batch, rows, cols]
-    attributes = torch.einsum("nk,nkc->nc", bary, corners)
+    attributes = torch.einsum("nk,nkc->nc", bary, layer.corners[batch][face])
     world = attributes[:, ATTRIBUTE_SLICES["world"]]
     normal = F.normalize(attributes[:, ATTRIBUTE_SLICES["normal"]], dim=-1)
     material = layer.materials[face]
-    view = F.normalize(camera_position[None] - world, dim=-1)
-    flip = is_two_sided(material) & ((normal * view).sum(-1) < 0)
+    to_camera = F.normalize(view.cam2world[:3, 3][None] - world, dim=-1)
+    flip = is_two_sided(material) & ((normal * to_camera).sum(-1) < 0)
     normal = torch.where(flip[:, None], -normal, normal)
     fraction = None if layer.fractions is None else float(layer.fractions[batch])
-    surface = evaluate_surfaces(identity.look, head, material, attributes[:, ATTRIBUTE_SLICES["coords"]],
-                                attributes[:, 9], attributes[:, ATTRIBUTE_SLICES["uv"]], world, fraction)
+    surface = evaluate_surfaces(
+        view.identity.look,
+        view.head,
+        material,
+        attributes[:, ATTRIBUTE_SLICES["coords"]],
+        attributes[:, ATTRIBUTE_SLICES["aux"]][:, 0],
+        attributes[:, ATTRIBUTE_SLICES["uv"]],
+        world,
+        fraction,
+    )
+    rig = view.rig
     cast = world.new_ones(world.shape[0], rig.directions.shape[0])
-    for light, shadow in enumerate(shadow_maps):
+    for light, shadow in enumerate(view.shadow_maps):
         if shadow is not None:
             cast[:, light] = shadow.visibility(world, normal)
     shading, visibility = diffuse_shading(normal, rig, cast)
-    tangent = F.normalize(surface.tangent @ scene.head_rotation.T.to(world), dim=-1)
+    # Strand directions are painted in the template frame; the head joint carries them into the world.
+    tangent = F.normalize(surface.tangent @ view.scene.head_rotation.T.to(world), dim=-1)
     tangent = F.normalize(tangent - (tangent * normal).sum(-1, keepdim=True) * normal, dim=-1)
-    specular = specular_shading(normal, view, rig, visibility, surface.strength, surface.shininess, tangent,
-                                surface.strand)
-    color = surface.albedo * shading + specular
-    shadowed = rig.shadowed.to(world.device)
-    light_visibility = torch.where(shadowed[None], visibility, torch.ones_like(visibility)).prod(-1)
-    return _Shaded(rows * width + cols, fragments.depth[batch, rows, cols], color, surface.alpha, surface.albedo,
-                   normal, surface.segment, shading, light_visibility)
+    specular = specular_shading(
+        normal, to_camera, rig, visibility, surface.strength, surface.shininess, tangent, surface.strand
+    )
+    shadowed = rig.shadowed.to(world.device)[None]
+    light_visibility = torch.where(shadowed, visibility, torch.ones_like(visibility)).prod(-1)
+    return _Shaded(
+        index=rows * width + cols,
+        depth=fragments.depth[batch, rows, cols],
+        color=surface.albedo * shading + specular,
+        alpha=surface.alpha,
+        albedo=surface.albedo,
+        normal=normal,
+        segment=surface.segment,
+        shading=shading,
+        visibility=light_visibility,
+    )
 
 
-def render_view(head: StudioHead, identity: Identity, scene: PosedScene, cam2world: Tensor, intrinsics: Tensor,
-                rig: LightRig, shadow_maps: list[ShadowMap | None], background: Tensor, resolution: int,
-                supersample: int = 2, with_maps: bool = True) -> ViewPasses:
+class _Buffers:
+    """Flat per-sample buffers of one pass: blended colour, maps of the front-most opaque surface."""
+
+    def __init__(self, background: Tensor) -> None:
+        count = background.shape[0]
+        self.color = background.clone()
+        self.subject = background.new_zeros(count)
+        self.albedo = background.new_zeros(count, 3)
+        self.normal = background.new_zeros(count, 3)
+        self.depth = background.new_full((count,), float("inf"))
+        self.segment = torch.full((count,), SEGMENT_IDS["background"], dtype=torch.long)
+        self.shading = background.new_zeros(count, 3)
+        self.visibility = background.new_ones(count)
+
+    def blend(self, shaded: _Shaded) -> None:
+        """Composite ``shaded`` over the buffers ("over" for colour; maps where alpha >= 1/2)."""
+        index, alpha = shaded.index, shaded.alpha[:, None]
+        self.color[index] = alpha * shaded.color + (1.0 - alpha) * self.color[index]
+        self.subject[index] = alpha[:, 0] + (1.0 - alpha[:, 0]) * self.subject[index]
+        front = shaded.alpha >= MAP_ALPHA_THRESHOLD
+        index = index[front]
+        self.albedo[index], self.normal[index] = shaded.albedo[front], shaded.normal[front]
+        self.depth[index], self.segment[index] = shaded.depth[front], shaded.segment[front]
+        self.shading[index], self.visibility[index] = shaded.shading[front], shaded.visibility[front]
+
+
+def _render_pass(view: _View, background: Tensor, factor: int) -> _Buffers:
+    """All samples of one pass at ``factor`` x the output resolution (flat buffers, row-major)."""
+    size = view.resolution * factor
+    upsampled = background.repeat_interleave(factor, 0).repeat_interleave(factor, 1).reshape(size * size, 3)
+    buffers = _Buffers(upsampled)
+    opaque = view.rasterize(view.scene.opaque, factor, cull=False)
+    buffers.blend(_shade_layer(view, view.scene.opaque, 0, opaque, opaque.mask[0]))
+    shells = view.scene.shells
+    if shells is not None:
+        fragments = view.rasterize(shells, factor, cull=True)
+        for k in range(shells.vertices.shape[0]):  # innermost first: each shell lies over the previous ones
+            select = fragments.mask[k] & (fragments.depth[k] < opaque.depth[0] - 1e-5)
+            if select.any():
+                buffers.blend(_shade_layer(view, shells, k, fragments, select))
+    return buffers
+
+
+def render_view(
+    head: StudioHead,
+    identity: Identity,
+    scene: PosedScene,
+    cam2world: Tensor,
+    intrinsics: Tensor,
+    rig: LightRig,
+    shadow_maps: list[ShadowMap | None],
+    background: Tensor,
+    resolution: int,
+    supersample: int = 2,
+) -> ViewPasses:
     """Render one view.
 
     Args:
@@ -147,67 +239,22 @@ def render_view(head: StudioHead, identity: Identity, scene: PosedScene, cam2wor
         background: (R, R, 3) linear background image.
         resolution: output size R.
         supersample: samples per pixel along each axis for the image pass.
-        with_maps: also run the maps pass (else the map fields are empty tensors).
     """
-    camera_position = cam2world[:3, 3]
-    passes = {}
-    for name, factor in (("image", supersample), ("maps", 1)):
-        if name == "maps" and not with_maps:
-            break
-        size = resolution * factor
-        count = size * size
-        bg = background.repeat_interleave(factor, 0).repeat_interleave(factor, 1).reshape(count, 3)
-        color = bg.clone()
-        albedo = bg.new_zeros(count, 3)
-        normal = bg.new_zeros(count, 3)
-        depth = bg.new_full((count,), float("inf"))
-        segment = torch.full((count,), SEGMENT_IDS["background"], dtype=torch.long)
-        shading = bg.new_zeros(count, 3)
-        visibility = bg.new_ones(count)
-        subject = bg.new_zeros(count)
-
-        def rasterize_layer(layer: MeshLayer, cull: bool):
-            screen = perspective_screen_vertices(layer.vertices, cam2world[None], intrinsics[None], resolution,
-                                                 resolution) * layer.vertices.new_tensor([factor, factor, 1.0])
-            return rasterize(screen, layer.faces, size, size, cull_backfaces=cull)
-
-        opaque_fragments = rasterize_layer(scene.opaque, cull=False)
-        select = opaque_fragments.mask[0]
-        shaded = _shade_layer(head, identity, scene, scene.opaque, 0, opaque_fragments, select, camera_position, rig,
-                              shadow_maps)
-        index = shaded.index
-        color[index], albedo[index], normal[index] = shaded.color, shaded.albedo, shaded.normal
-        depth[index], segment[index], shading[index] = shaded.depth, shaded.segment, shaded.shading
-        visibility[index] = shaded.visibility
-        subject[index] = 1.0
-        opaque_depth = opaque_fragments.depth[0]
-        if scene.shells is not None:
-            shell_fragments = rasterize_layer(scene.shells, cull=True)
-            for k in range(scene.shells.vertices.shape[0]):
-                select = shell_fragments.mask[k] & (shell_fragments.depth[k] < opaque_depth - 1e-5)
-                if not select.any():
-                    continue
-                shell = _shade_layer(head, identity, scene, scene.shells, k, shell_fragments, select,
-                                     camera_position, rig, shadow_maps)
-                index, alpha = shell.index, shell.alpha[:, None]
-                color[index] = alpha * shell.color + (1.0 - alpha) * color[index]
-                subject[index] = alpha[:, 0] + (1.0 - alpha[:, 0]) * subject[index]
-                front = shell.alpha >= MAP_ALPHA_THRESHOLD
-                index = index[front]
-                albedo[index], normal[index], depth[index] = shell.albedo[front], shell.normal[front], shell.depth[front]
-                segment[index], shading[index] = shell.segment[front], shell.shading[front]
-                visibility[index] = shell.visibility[front]
-        passes[name] = (color, subject, albedo, normal, depth, segment, shading, visibility)
-
-    color, subject = passes["image"][0], passes["image"][1]
+    view = _View(head, identity, scene, cam2world, intrinsics, rig, shadow_maps, resolution)
+    image = _render_pass(view, background, supersample)
     size = resolution * supersample
-    color = resolve_supersampled(color.reshape(1, size, size, 3), supersample)[0]
-    coverage = resolve_supersampled(subject.reshape(1, size, size, 1), supersample)[0, ..., 0]
-    if not with_maps:
-        empty = color.new_zeros(0)
-        return ViewPasses(color, coverage, empty, empty, empty, empty.long(), empty, empty)
-    _, _, albedo, normal, depth, segment, shading, visibility = passes["maps"]
+    color = resolve_supersampled(image.color.reshape(1, size, size, 3), supersample)[0]
+    coverage = resolve_supersampled(image.subject.reshape(1, size, size, 1), supersample)[0, ..., 0]
+    maps = image if supersample == 1 else _render_pass(view, background, 1)
     shape = (resolution, resolution)
-    depth = torch.where(torch.isfinite(depth), depth, torch.zeros_like(depth))
-    return ViewPasses(color, coverage, albedo.reshape(*shape, 3), normal.reshape(*shape, 3), depth.reshape(shape),
-                      segment.reshape(shape), shading.reshape(*shape, 3), visibility.reshape(shape))
+    depth = torch.where(torch.isfinite(maps.depth), maps.depth, torch.zeros_like(maps.depth))
+    return ViewPasses(
+        color=color,
+        coverage=coverage,
+        albedo=maps.albedo.reshape(*shape, 3),
+        normal=maps.normal.reshape(*shape, 3),
+        depth=depth.reshape(shape),
+        segment=maps.segment.reshape(shape),
+        shading=maps.shading.reshape(*shape, 3),
+        visibility=maps.visibility.reshape(shape),
+    )

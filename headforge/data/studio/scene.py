@@ -24,15 +24,20 @@ from headforge.data.studio.hair import NOISE_PERIOD, HairGeometry, StrandSampler
 from headforge.data.studio.head_parts import StudioHead
 from headforge.data.studio.materials import Material
 from headforge.data.studio.noise import LatticeNoise
-from headforge.data.studio.skin_texture import paint_skin_texture
+from headforge.data.studio.skin_texture import SkinLayout, paint_skin_texture
 from headforge.data.studio.surfaces import IdentityLook
 from headforge.data.studio.uv_atlas import UVAtlas
 from headforge.raster import vertex_normals
 
 __all__ = ["ATTRIBUTE_SLICES", "Identity", "MeshLayer", "PosedScene", "build_identity", "pose_scene"]
 
-ATTRIBUTE_SLICES = {"world": slice(0, 3), "normal": slice(3, 6), "coords": slice(6, 9), "aux": slice(9, 10),
-                    "uv": slice(10, 12)}
+ATTRIBUTE_SLICES = {
+    "world": slice(0, 3),
+    "normal": slice(3, 6),
+    "coords": slice(6, 9),
+    "aux": slice(9, 10),
+    "uv": slice(10, 12),
+}
 _ATTRIBUTE_COUNT = 12
 #: Height of the innermost shell above the skin (avoids depth fighting with the scalp).
 _SHELL_LIFT = 0.0015
@@ -93,7 +98,9 @@ class PosedScene:
     landmarks: Tensor
 
 
-def build_identity(head: StudioHead, atlas: UVAtlas, generator: torch.Generator, shape_scale: float = 1.0) -> Identity:
+def build_identity(
+    head: StudioHead, atlas: UVAtlas, layout: SkinLayout, generator: torch.Generator, shape_scale: float = 1.0
+) -> Identity:
     """Draw an identity: shape, appearance, skin texture, hair and torso, all from ``generator``."""
     model = head.model
     shape = model.sample_shape(1, generator=generator, scale=shape_scale)[0].cpu()
@@ -102,22 +109,30 @@ def build_identity(head: StudioHead, atlas: UVAtlas, generator: torch.Generator,
         shaped = model.shaped_vertices(shape[None], torch.zeros(1, model.n_expression))[0]
     hair = build_hair(head, shaped, appearance, generator)
     body = build_body(head, shaped, appearance, generator)
-    texture = paint_skin_texture(head, atlas, appearance, generator)
+    texture = paint_skin_texture(head, atlas, layout, appearance, generator)
     noise = LatticeNoise(generator, period=NOISE_PERIOD)
     pupil_angle = 0.15 + 0.06 * float(torch.rand((), generator=generator))
     look = IdentityLook(appearance, texture, StrandSampler(noise, head, hair), body, noise, pupil_angle)
     return Identity(shape, appearance, look, hair)
 
 
-def _corners(world: Tensor, normals: Tensor, coords: Tensor, aux: Tensor, faces: Tensor,
-             uv_corners: Tensor | None = None) -> Tensor:
+def _corners(
+    world: Tensor,
+    normals: Tensor,
+    coords: Tensor,
+    aux: Tensor,
+    faces: Tensor,
+    uv_corners: Tensor | None = None,
+) -> Tensor:
     """(F, 3, 12) per-corner attributes from per-vertex ones (V, .) and faces (F, 3)."""
     per_vertex = torch.cat([world, normals, coords, aux[:, None]], dim=-1)[faces]  # (F, 3, 10)
     uv = uv_corners if uv_corners is not None else per_vertex.new_zeros(faces.shape[0], 3, 2)
     return torch.cat([per_vertex, uv], dim=-1)
 
 
-def pose_scene(head: StudioHead, identity: Identity, expression: Tensor, pose: Tensor, shell_count: int) -> PosedScene:
+def pose_scene(
+    head: StudioHead, identity: Identity, expression: Tensor, pose: Tensor, shell_count: int
+) -> PosedScene:
     """Pose the head and place hair and torso around it.
 
     Args:
@@ -149,32 +164,44 @@ def pose_scene(head: StudioHead, identity: Identity, expression: Tensor, pose: T
         extra_world = hair.extra_vertices @ rotation.T + translation
         extra_normals = vertex_normals(extra_world, hair.extra_faces)
         layers_vertices.append(extra_world)
-        layers_corners.append(_corners(extra_world, extra_normals, hair.extra_vertices,
-                                       torch.ones(extra_world.shape[0]), hair.extra_faces))
+        layers_corners.append(
+            _corners(
+                extra_world,
+                extra_normals,
+                hair.extra_vertices,
+                torch.ones(extra_world.shape[0]),
+                hair.extra_faces,
+            )
+        )
         layers_faces.append(hair.extra_faces + offset)
         layers_materials.append(hair.extra_materials)
         offset += extra_world.shape[0]
     body = identity.look.body
     body_normals = vertex_normals(body.vertices, body.faces)
     layers_vertices.append(body.vertices)
-    layers_corners.append(_corners(body.vertices, body_normals, body.vertices, torch.zeros(body.vertices.shape[0]),
-                                   body.faces))
+    layers_corners.append(
+        _corners(body.vertices, body_normals, body.vertices, torch.zeros(body.vertices.shape[0]), body.faces)
+    )
     layers_faces.append(body.faces + offset)
     layers_materials.append(body.face_materials)
 
     all_vertices = torch.cat(layers_vertices)
     all_faces = torch.cat(layers_faces)
-    opaque = MeshLayer(all_vertices[None], all_faces, torch.cat(layers_corners)[None], torch.cat(layers_materials))
+    opaque = MeshLayer(
+        all_vertices[None], all_faces, torch.cat(layers_corners)[None], torch.cat(layers_materials)
+    )
 
     shells = None
     if hair.has_shells and shell_count > 0:
         fractions = torch.arange(1, shell_count + 1, dtype=vertices.dtype) / shell_count
         heights = _SHELL_LIFT + hair.shell_height[None, :] * fractions[:, None]  # (K, V)
         shell_vertices = vertices[None] + normals[None] * heights[..., None]
-        corners = torch.stack([
-            _corners(shell_vertices[k], normals, template, hair.shell_coverage, hair.shell_faces)
-            for k in range(shell_count)
-        ])
+        corners = torch.stack(
+            [
+                _corners(shell_vertices[k], normals, template, hair.shell_coverage, hair.shell_faces)
+                for k in range(shell_count)
+            ]
+        )
         shells = MeshLayer(shell_vertices, hair.shell_faces, corners, hair.shell_face_materials, fractions)
     # The sheet-like curtain is hollow but opaque; hair shells are see-through and cast no shadow.
     return PosedScene(opaque, shells, (all_vertices, all_faces), rotation, output.landmarks[0])

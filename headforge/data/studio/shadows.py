@@ -60,7 +60,11 @@ class ShadowMap:
     def project(self, points: Tensor) -> Tensor:
         """World points (N, 3) -> (N, 3): continuous texel x, texel y (centres at k + 0.5), depth."""
         screen = orthographic_screen_vertices(
-            points - self.center, self.frame, self.extent, height=self.depth.shape[0], width=self.depth.shape[1]
+            points - self.center,
+            self.frame,
+            self.extent,
+            height=self.depth.shape[0],
+            width=self.depth.shape[1],
         )
         return screen[0]
 
@@ -87,8 +91,12 @@ class ShadowMap:
         base = torch.floor(centre).long()
         cols = base[:, 0:1] + taps[None, :]  # (N, T)
         rows = base[:, 1:2] + taps[None, :]
-        weight_x = (1.0 - (cols.to(points.dtype) - centre[:, 0:1]).abs() / (filter_radius + 0.5)).clamp(min=0.0)
-        weight_y = (1.0 - (rows.to(points.dtype) - centre[:, 1:2]).abs() / (filter_radius + 0.5)).clamp(min=0.0)
+        weight_x = (1.0 - (cols.to(points.dtype) - centre[:, 0:1]).abs() / (filter_radius + 0.5)).clamp(
+            min=0.0
+        )
+        weight_y = (1.0 - (rows.to(points.dtype) - centre[:, 1:2]).abs() / (filter_radius + 0.5)).clamp(
+            min=0.0
+        )
         inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
         flat = rows.clamp(0, size - 1)[:, :, None] * size + cols.clamp(0, size - 1)[:, None, :]  # (N, T, T)
         stored = self.depth.reshape(-1)[flat]
@@ -120,6 +128,8 @@ def render_shadow_map(
     """
     frame = light_frame(direction.to(vertices))
     center = torch.zeros(3, dtype=vertices.dtype, device=vertices.device) if center is None else center
-    screen = orthographic_screen_vertices(vertices - center, frame, extent, height=resolution, width=resolution)
+    screen = orthographic_screen_vertices(
+        vertices - center, frame, extent, height=resolution, width=resolution
+    )
     fragments = rasterize(screen, faces, resolution, resolution, perspective=False)
     return ShadowMap(depth=fragments.depth[0], frame=frame, extent=float(extent), center=center)

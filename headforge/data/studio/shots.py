@@ -67,16 +67,15 @@ def lightstage_directions(count: int) -> Tensor:
 
 
 def _camera(yaw: float | Tensor, pitch: float | Tensor) -> tuple[Tensor, Tensor]:
-    return orbit_cam2world(torch.as_tensor(yaw, dtype=torch.float32), torch.as_tensor(pitch, dtype=torch.float32))[0], \
-        intrinsics_matrix(FFHQ_FOCAL)[0]
+    return orbit_cam2world(
+        torch.as_tensor(yaw, dtype=torch.float32), torch.as_tensor(pitch, dtype=torch.float32)
+    )[0], intrinsics_matrix(FFHQ_FOCAL)[0]
 
 
 def _expression_and_pose(model: HeadModel, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """A random still expression and pose; a third of them with a wider-open mouth."""
+    """A random still expression and pose from the head model's own samplers."""
     expression = model.sample_expression(1, generator=generator)[0].cpu()
-    pose = model.sample_pose(1, generator=generator)[0].cpu()
-    if float(torch.rand((), generator=generator)) < 0.3:
-        pose[POSE_SLICES["jaw"].start] = 0.08 + 0.22 * float(torch.rand((), generator=generator))
+    pose = model.sample_pose(1, generator=generator, jaw_std=0.05)[0].cpu()
     return expression, pose
 
 
@@ -102,20 +101,27 @@ def _video_shot(model: HeadModel, preset: SynthPreset, plan: ItemPlan, seed: int
     clip = torch_generator(seed, preset.stream, "group", plan.group)
     base_expression, base_pose = _expression_and_pose(model, clip)
     duration = preset.frames_per_clip / preset.fps
-    expression_curve = SinusoidCurve.sample(clip, base_expression.double() * 0.5,
-                                            base_expression.abs().double().clamp(min=0.05) * 0.6)
-    neck_curve = SinusoidCurve.sample(clip, base_pose[POSE_SLICES["neck"]].double(),
-                                      torch.tensor([0.07, 0.09, 0.03]), 3, (0.05, 0.4))
+    # Muscles drift around the clip's base expression (never into the mirrored, negative direction).
+    expression_curve = SinusoidCurve.sample(
+        clip, base_expression.double(), base_expression.double() * 0.4 + 0.03
+    )
+    neck_curve = SinusoidCurve.sample(
+        clip, base_pose[POSE_SLICES["neck"]].double(), torch.tensor([0.07, 0.09, 0.03]), 3, (0.05, 0.4)
+    )
     speech = SpeechCurve.sample(clip)
     gaze = SaccadeCurve.sample(clip, duration, 2, 0.12)
     blinks = BlinkTrack.sample(clip, duration)
     yaw, pitch = sample_ffhq_poses(1, generator=clip)
     rig = sample_light_rig(clip)
     background = _background(clip)
-    drift = (float(torch.rand((), generator=clip)) - 0.5) * 0.6 if float(torch.rand((), generator=clip)) < 0.5 else 0.0
+    drift = (
+        (float(torch.rand((), generator=clip)) - 0.5) * 0.6
+        if float(torch.rand((), generator=clip)) < 0.5
+        else 0.0
+    )
 
     time = plan.frame / preset.fps
-    expression = expression_curve(time)
+    expression = expression_curve(time).clamp(min=0.0)
     for name in ("blink_left", "blink_right"):
         index = _expression_index(model, name)
         if index is not None:
@@ -130,8 +136,13 @@ def _video_shot(model: HeadModel, preset: SynthPreset, plan: ItemPlan, seed: int
     if drift:
         # Slowly turning light: rotate every light of the rig about the vertical axis over the clip.
         rotation = _rotation_y(drift * time / duration)
-        rig = LightRig(rig.directions @ rotation.T, rig.colors, rotate_sh(rig.ambient, rotation),
-                       rig.shadowed, rig.specular)
+        rig = LightRig(
+            rig.directions @ rotation.T,
+            rig.colors,
+            rotate_sh(rig.ambient, rotation),
+            rig.shadowed,
+            rig.specular,
+        )
     cam2world, intrinsics = _camera(yaw[0], pitch[0])
     return Shot(expression, pose, cam2world, intrinsics, rig, *background)
 
@@ -146,7 +157,9 @@ def sample_shot(model: HeadModel, preset: SynthPreset, plan: ItemPlan, seed: int
         yaw, pitch = LIGHTSTAGE_CAMERAS[plan.view % len(LIGHTSTAGE_CAMERAS)]
         cam2world, intrinsics = _camera(yaw, pitch)
         rig = lightstage_rig(lightstage_directions(preset.lights)[plan.light])
-        return Shot(expression, pose, cam2world, intrinsics, rig, "solid-dark", derive_seed(seed, "stage"), 0.0)
+        return Shot(
+            expression, pose, cam2world, intrinsics, rig, "solid-dark", derive_seed(seed, "stage"), 0.0
+        )
     if preset.views > 1:
         view = torch_generator(seed, preset.stream, "view", plan.group, plan.view)
         spacing = 2.0 / preset.views

@@ -12,6 +12,8 @@ model's nose region (segmentation only).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -30,7 +32,7 @@ from headforge.data.studio.materials import Material
 from headforge.data.studio.noise import LatticeNoise
 from headforge.data.studio.uv_atlas import UVAtlas, dilate_texture
 
-__all__ = ["TEXTURE_CHANNELS", "paint_skin_texture"]
+__all__ = ["TEXTURE_CHANNELS", "SkinLayout", "paint_skin_texture"]
 
 TEXTURE_CHANNELS = ("red", "green", "blue", "brow", "lip", "hair", "oil", "nose")
 
@@ -40,21 +42,69 @@ def _mix(base: Tensor, color: Tensor, weight: Tensor) -> Tensor:
     return base + (color[None] - base) * weight[:, None]
 
 
-def paint_skin_texture(head: StudioHead, atlas: UVAtlas, appearance: Appearance,
-                       generator: torch.Generator) -> Tensor:
+@dataclass
+class SkinLayout:
+    """Identity-independent masks of the texels (N,) of an atlas, computed once per head model.
+
+    They depend only on template positions and template landmarks, which every
+    identity shares (the UV layout follows the surface through shape changes).
+    """
+
+    front: Tensor
+    cheeks: Tensor
+    nose_tip: Tensor
+    ears: Tensor
+    eyes: Tensor
+    lips: Tensor
+    brow_distance: Tensor
+    brow_along: Tensor
+    beard: Tensor
+    t_zone: Tensor
+    nose_region: Tensor
+
+    @classmethod
+    def build(cls, head: StudioHead, atlas: UVAtlas) -> SkinLayout:
+        points = atlas.positions
+        landmarks = head.template_landmarks
+        front = front_weight(points, landmarks)
+        cheek_left = (landmarks[46] + landmarks[54] + landmarks[13]) / 3.0
+        cheek_right = (landmarks[41] + landmarks[48] + landmarks[3]) / 3.0
+        squash = torch.tensor([1.0, 1.6, 1.0])
+        eyes = sum(gaussian_blob(points * squash, centre * squash, 0.022) for centre in head.eye_centres)
+        distance, along = brow_distance(points, landmarks)
+        wide = torch.tensor([2.0, 1.0, 1.0])
+        t_zone = gaussian_blob(points * wide, landmarks[27] * wide + torch.tensor([0.0, 0.06, 0.0]), 0.045)
+        return cls(
+            front=front,
+            cheeks=(gaussian_blob(points, cheek_left, 0.03) + gaussian_blob(points, cheek_right, 0.03))
+            * front,
+            nose_tip=gaussian_blob(points, landmarks[30], 0.016),
+            ears=(atlas.materials == Material.EAR).to(points.dtype),
+            eyes=eyes * front,
+            lips=atlas.features[:, 0] if head.has_lip_region else lip_mask(points, landmarks),
+            brow_distance=distance,
+            brow_along=along,
+            beard=beard_mask(points, landmarks, head.ear_centres),
+            t_zone=((t_zone + gaussian_blob(points, landmarks[30], 0.02)).clamp(max=1.0) * front),
+            nose_region=atlas.features[:, 1],
+        )
+
+
+def paint_skin_texture(
+    head: StudioHead, atlas: UVAtlas, layout: SkinLayout, appearance: Appearance, generator: torch.Generator
+) -> Tensor:
     """The skin texture (8, R, R) of an identity (see :data:`TEXTURE_CHANNELS`).
 
     Args:
         head: the studio head (template landmarks, ears, centre).
         atlas: texel positions of the UV layout.
+        layout: the atlas's identity-independent masks.
         appearance: colours and amounts.
         generator: draws the noise lattices.
     """
     noise = LatticeNoise(generator)
     points = atlas.positions
-    landmarks = head.template_landmarks
     count = points.shape[0]
-    front = front_weight(points, landmarks)
 
     # Tone with large blotches and fine pores (multiplicative, so dark skin keeps its contrast).
     mottling = noise.fbm(points, 18.0, octaves=3)
@@ -62,62 +112,64 @@ def paint_skin_texture(head: StudioHead, atlas: UVAtlas, appearance: Appearance,
     pores = noise.fbm(points, 260.0, octaves=2)
     albedo = albedo * (1.0 + appearance.pores * 0.14 * (pores - 0.5))[:, None]
 
-    # Flush: cheeks, nose tip, ears, lips' surroundings; redder for light skin.
+    # Flush: cheeks, nose tip, ears; redder for light skin.
     flush_color = torch.tensor([0.75, 0.28, 0.26]) * appearance.skin.max()
-    cheek_left = (landmarks[46] + landmarks[54] + landmarks[13]) / 3.0
-    cheek_right = (landmarks[41] + landmarks[48] + landmarks[3]) / 3.0
-    flush = (gaussian_blob(points, cheek_left, 0.03) + gaussian_blob(points, cheek_right, 0.03)) * front
-    flush = flush + 0.7 * gaussian_blob(points, landmarks[30], 0.016)
-    ears = (atlas.materials == Material.EAR).to(points.dtype)
-    flush = (flush + 0.6 * ears).clamp(max=1.0) * appearance.redness * (0.55 + 0.3 * noise.fbm(points, 40.0, 2))
+    flush = (layout.cheeks + 0.7 * layout.nose_tip + 0.6 * layout.ears).clamp(max=1.0)
+    flush = flush * appearance.redness * (0.55 + 0.3 * noise.fbm(points, 40.0, 2))
     albedo = _mix(albedo, flush_color, 0.35 * flush)
 
-    # Darker, slightly violet skin around the eyes.
-    eye_blob = sum(gaussian_blob(points * torch.tensor([1.0, 1.6, 1.0]),
-                                 centre * torch.tensor([1.0, 1.6, 1.0]), 0.022) for centre in head.eye_centres)
-    albedo = albedo * (1.0 - 0.22 * appearance.eye_shadow * eye_blob * front)[:, None]
+    # Darker skin around the eyes.
+    albedo = albedo * (1.0 - 0.22 * appearance.eye_shadow * layout.eyes)[:, None]
 
     # Freckles: sparse spots over the nose and cheeks.
     if appearance.freckles > 0.0:
         spots = noise.fbm(points + 3.7, 140.0, octaves=2)
-        area = (front * (gaussian_blob(points, landmarks[30], 0.05) + 0.7 * flush.clamp(max=1.0))).clamp(max=1.0)
+        area = (layout.front * (4.0 * layout.nose_tip + layout.cheeks)).clamp(max=1.0)
         freckle = soft_band(-spots, -(0.72 - 0.12 * appearance.freckles), 0.02) * area * appearance.freckles
         albedo = _mix(albedo, appearance.skin * torch.tensor([0.55, 0.38, 0.28]), freckle)
 
     # Stubble: bluish-grey dots over the beard area.
-    beard = beard_mask(points, landmarks, head.ear_centres)
     if appearance.stubble > 0.0:
-        dots = noise.fbm(points + 9.1, 420.0, octaves=1)
-        stubble = beard * appearance.stubble * (0.55 + 0.45 * dots)
+        dots = noise(points * 420.0 + 9.1)
+        stubble = layout.beard * appearance.stubble * (0.55 + 0.45 * dots)
         albedo = _mix(albedo, appearance.hair * 0.6 + torch.tensor([0.01, 0.012, 0.016]), 0.55 * stubble)
 
     # Lips.
-    lips = atlas.features[:, 0] if head.has_lip_region else lip_mask(points, landmarks)
-    lip_texture = appearance.lips[None] * (1.0 + 0.12 * (noise.fbm(points * torch.tensor([3.0, 0.4, 1.0]),
-                                                                    90.0, 2) - 0.5))[:, None]
+    lips = layout.lips
+    lip_texture = (
+        appearance.lips[None]
+        * (1.0 + 0.12 * (noise(points * torch.tensor([270.0, 36.0, 90.0])) - 0.5))[:, None]
+    )
     albedo = albedo + (lip_texture - albedo) * lips[:, None]
 
     # Brows: a tapered band of short strokes.
-    distance, along = brow_distance(points, landmarks)
-    half_width = appearance.brow_thickness * (0.75 - 0.4 * along) * 0.5
-    band = soft_band(distance - half_width, 0.0, 0.0015) * front
-    strokes = noise(points * torch.tensor([130.0, 340.0, 130.0]))
-    brow = (band * (appearance.brow_density * (0.55 + 0.9 * strokes))).clamp(0.0, 1.0)
-    albedo = _mix(albedo, appearance.brows, 0.9 * brow)
+    # Thickest at the inner end, tapering to the tail; strokes slant along the brow.
+    half_width = appearance.brow_thickness * (0.6 - 0.3 * layout.brow_along)
+    band = soft_band(layout.brow_distance - half_width, 0.0, 0.002) * layout.front
+    strokes = noise(points * torch.tensor([160.0, 420.0, 160.0]))
+    brow = (band * appearance.brow_density * (0.7 + 0.6 * strokes)).clamp(0.0, 1.0)
+    albedo = _mix(albedo, appearance.brows, 0.92 * brow)
 
     # Scalp under the hair shells takes the hair colour (roots), so sparse hair never shows bald skin.
     scalp = scalp_coverage(points, head, appearance.hair_style)
     if appearance.beard > 0.0:
-        scalp = torch.maximum(scalp, 0.8 * beard)
-    roots = appearance.hair * (0.45 + 0.25 * noise.fbm(points + 5.3, 200.0, 1))[:, None]
+        scalp = torch.maximum(scalp, 0.5 * layout.beard)
+    roots = appearance.hair * (0.45 + 0.25 * noise(points * 200.0 + 5.3))[:, None]
     albedo = albedo + (roots - albedo) * (0.95 * scalp)[:, None]
 
-    # Oily T-zone (forehead centre, nose) shines more.
-    t_zone = gaussian_blob(points * torch.tensor([2.0, 1.0, 1.0]), landmarks[27] * torch.tensor(
-        [2.0, 1.0, 1.0]) + torch.tensor([0.0, 0.06, 0.0]), 0.045) + gaussian_blob(points, landmarks[30], 0.02)
-    oil = 1.0 + 1.2 * t_zone.clamp(max=1.0) * front - 0.8 * scalp
+    # Oily T-zone (forehead centre, nose) shines more; hair-covered scalp less.
+    oil = 1.0 + 1.2 * layout.t_zone - 0.8 * scalp
 
-    values = torch.cat([albedo.clamp(0.0, 1.0), brow[:, None], lips[:, None], scalp[:, None], oil[:, None],
-                        atlas.features[:, 1:2]], 1)
+    values = torch.cat(
+        [
+            albedo.clamp(0.0, 1.0),
+            brow[:, None],
+            lips[:, None],
+            scalp[:, None],
+            oil[:, None],
+            layout.nose_region[:, None],
+        ],
+        1,
+    )
     texture = atlas.scatter(values)
     return dilate_texture(texture, atlas.coverage(), steps=3)

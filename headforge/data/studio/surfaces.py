@@ -82,19 +82,24 @@ class SurfaceSamples:
 def _sample_texture(texture: Tensor, uv: Tensor) -> Tensor:
     """Bilinear lookup of a (C, T, T) texture at uv (N, 2) (u right, v up) -> (N, C)."""
     grid = torch.stack([uv[:, 0] * 2.0 - 1.0, (1.0 - uv[:, 1]) * 2.0 - 1.0], dim=-1)
-    values = F.grid_sample(texture[None].to(uv), grid[None, None], mode="bilinear", padding_mode="border",
-                           align_corners=False)
+    values = F.grid_sample(
+        texture[None].to(uv), grid[None, None], mode="bilinear", padding_mode="border", align_corners=False
+    )
     return values[0, :, 0].T
 
 
 def _eyes(look: IdentityLook, head: StudioHead, coords: Tensor) -> Tensor:
     """Albedo (N, 3) of eyeball samples: sclera, iris fibres, limbal ring, pupil."""
-    centre = torch.where((coords[:, 0] > 0)[:, None], head.eye_centres[0].to(coords), head.eye_centres[1].to(coords))
+    centre = torch.where(
+        (coords[:, 0] > 0)[:, None], head.eye_centres[0].to(coords), head.eye_centres[1].to(coords)
+    )
     direction = F.normalize(coords - centre, dim=-1)
     angle = torch.acos(direction[:, 2].clamp(-1.0, 1.0))  # from the rest gaze (+z)
     around = torch.atan2(direction[:, 1], direction[:, 0])
     radial = angle / IRIS_ANGLE
-    fibres = look.noise(torch.stack([around / (2 * math.pi) * 64.0, radial * 3.0, torch.full_like(radial, 3.5)], -1))
+    fibres = look.noise(
+        torch.stack([around / (2 * math.pi) * 64.0, radial * 3.0, torch.full_like(radial, 3.5)], -1)
+    )
     appearance = look.appearance
     iris = appearance.iris[None] * (0.55 + 0.8 * fibres)[:, None]
     collarette = torch.exp(-(((radial - 0.5) / 0.12) ** 2))
@@ -115,13 +120,20 @@ def _mouth(look: IdentityLook, head: StudioHead, material: Tensor, coords: Tenso
     front_z = float(landmarks[60:68, 2].mean())
     depth = (front_z - coords[:, 2]).clamp(min=0.0)
     appearance = look.appearance
-    cavity = torch.tensor([0.22, 0.035, 0.04]).to(coords)[None].expand_as(coords) * torch.exp(-depth / 0.03)[:, None]
+    cavity = (
+        torch.tensor([0.22, 0.035, 0.04]).to(coords)[None].expand_as(coords)
+        * torch.exp(-depth / 0.03)[:, None]
+    )
     tongue_noise = look.noise(coords * 180.0 + 1.7)
-    tongue = appearance.gums[None] * torch.tensor([1.0, 0.75, 0.8]).to(coords) * (
-        0.75 + 0.4 * tongue_noise)[:, None] * torch.exp(-depth / 0.06)[:, None]
+    tongue = (
+        appearance.gums[None]
+        * torch.tensor([1.0, 0.75, 0.8]).to(coords)
+        * (0.75 + 0.4 * tongue_noise)[:, None]
+        * torch.exp(-depth / 0.06)[:, None]
+    )
     arch_angle = torch.atan2(coords[:, 0], coords[:, 2] - (front_z - 0.06))
     # Dark gaps between neighbouring teeth, about every 0.14 rad along the arch.
-    gaps = 1.0 - 0.35 * torch.exp(-((torch.remainder(arch_angle / 0.14 + 0.5, 1.0) - 0.5) / 0.06) ** 2)
+    gaps = 1.0 - 0.35 * torch.exp(-(((torch.remainder(arch_angle / 0.14 + 0.5, 1.0) - 0.5) / 0.06) ** 2))
     teeth = appearance.teeth.to(coords)[None] * gaps[:, None] * torch.exp(-depth / 0.05)[:, None]
     gums = appearance.gums.to(coords)[None] * torch.exp(-depth / 0.05)[:, None]
     result = torch.where((material == Material.TONGUE)[:, None], tongue, cavity)
@@ -181,18 +193,26 @@ def evaluate_surfaces(
     socket = material == Material.EYE_SOCKET
     if socket.any():
         albedo[socket] = look.appearance.skin.to(coords) * torch.tensor([0.35, 0.2, 0.2]).to(coords)
-    mouth = (material == Material.MOUTH_CAVITY) | (material == Material.TEETH) | (material == Material.TONGUE) | (
-        material == Material.GUMS)
+    mouth = (
+        (material == Material.MOUTH_CAVITY)
+        | (material == Material.TEETH)
+        | (material == Material.TONGUE)
+        | (material == Material.GUMS)
+    )
     if mouth.any():
         albedo[mouth] = _mouth(look, head, material[mouth], coords[mouth])
 
-    hair = (material == Material.HAIR) | (material == Material.HAIR_CURTAIN) | (material == Material.HAIR_BUN) | (
-        material == Material.FACIAL_HAIR)
+    hair = (
+        (material == Material.HAIR)
+        | (material == Material.HAIR_CURTAIN)
+        | (material == Material.HAIR_BUN)
+        | (material == Material.FACIAL_HAIR)
+    )
     if hair.any():
         density, tone, strand_tangent = look.strands.sample(material[hair], coords[hair])
-        base = look.appearance.hair.to(coords)[None] * (0.55 + 0.75 * tone)[:, None]
+        base = look.appearance.hair.to(coords)[None] * (0.5 + 0.9 * tone)[:, None]
         if layer_fraction is None:
-            albedo[hair] = base * (0.75 + 0.25 * density)[:, None]
+            albedo[hair] = base * (0.45 + 0.75 * density)[:, None]
         else:
             # Taller shells keep only the longer strands; inner shells are darker (self-shadowing).
             threshold = 0.15 + 0.7 * layer_fraction
@@ -204,10 +224,15 @@ def evaluate_surfaces(
 
     body = (material == Material.BODY_SKIN) | (material == Material.CLOTHING)
     if body.any():
-        body_albedo, clothing = shade_body(look.body, material[body], world_points[body], look.appearance, look.noise)
+        body_albedo, clothing = shade_body(
+            look.body, material[body], world_points[body], look.appearance, look.noise
+        )
         albedo[body] = body_albedo.to(dtype)
         segment[body] = torch.where(clothing, SEGMENT_IDS["clothing"], SEGMENT_IDS["neck"])
-        strength[body] = torch.where(clothing, SPECULAR_STRENGTH[Material.CLOTHING], strength[body].double()).to(dtype)
-        shininess[body] = torch.where(clothing, SPECULAR_SHININESS[Material.CLOTHING],
-                                      shininess[body].double()).to(dtype)
+        strength[body] = torch.where(
+            clothing, SPECULAR_STRENGTH[Material.CLOTHING], strength[body].double()
+        ).to(dtype)
+        shininess[body] = torch.where(
+            clothing, SPECULAR_SHININESS[Material.CLOTHING], shininess[body].double()
+        ).to(dtype)
     return SurfaceSamples(albedo, alpha, segment, strength, shininess, tangent, strand)

@@ -45,8 +45,14 @@ class SinusoidCurve:
     phases: Tensor
 
     @classmethod
-    def sample(cls, generator: torch.Generator, offset: Tensor, scale: Tensor | float, components: int = 3,
-               frequency_range: tuple[float, float] = (0.08, 0.6)) -> SinusoidCurve:
+    def sample(
+        cls,
+        generator: torch.Generator,
+        offset: Tensor,
+        scale: Tensor | float,
+        components: int = 3,
+        frequency_range: tuple[float, float] = (0.08, 0.6),
+    ) -> SinusoidCurve:
         """Random curve around ``offset`` (D,); each dimension's standard deviation is about ``scale``.
 
         Component k has frequency uniform in ``frequency_range`` (Hz) and an
@@ -117,8 +123,9 @@ class SaccadeCurve:
     jump_duration: float = 0.06
 
     @classmethod
-    def sample(cls, generator: torch.Generator, duration: float, dims: int, scale: float,
-               mean_hold: float = 0.8) -> SaccadeCurve:
+    def sample(
+        cls, generator: torch.Generator, duration: float, dims: int, scale: float, mean_hold: float = 0.8
+    ) -> SaccadeCurve:
         """Fixations of mean length ``mean_hold`` s over ``duration`` s; targets N(0, scale^2)."""
         count = max(1, int(math.ceil(duration / mean_hold)) * 2)
         holds = -torch.log(_uniform(generator, (count,), 1e-6, 1.0)) * mean_hold

@@ -73,12 +73,19 @@ def build_uv_atlas(
         vertex_features: optional (V, C) values to interpolate at each texel (e.g. region indicators).
     """
     screen = torch.stack(
-        [uv_coords[:, 0] * resolution, (1.0 - uv_coords[:, 1]) * resolution, torch.zeros_like(uv_coords[:, 0])],
+        [
+            uv_coords[:, 0] * resolution,
+            (1.0 - uv_coords[:, 1]) * resolution,
+            torch.zeros_like(uv_coords[:, 0]),
+        ],
         dim=-1,
     )
     fragments = rasterize(screen, uv_faces, resolution, resolution, perspective=False)
-    features = template_vertices.new_zeros(template_vertices.shape[0], 0) if vertex_features is None else (
-        vertex_features)
+    features = (
+        template_vertices.new_zeros(template_vertices.shape[0], 0)
+        if vertex_features is None
+        else (vertex_features)
+    )
     values = interpolate(torch.cat([template_vertices, features], -1), faces, fragments)[0]  # (R, R, 3 + C)
     _, rows, cols = fragments.mask.nonzero(as_tuple=True)
     face_id = fragments.face_id[0, rows, cols]

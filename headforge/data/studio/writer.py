@@ -166,9 +166,23 @@ def write_preview(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
     temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
         writer = imageio.get_writer(
-            temporary, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=16,
+            temporary,
+            format="FFMPEG",
+            fps=fps,
+            codec="libx264",
+            pixelformat="yuv420p",
+            macro_block_size=16,
             ffmpeg_log_level="error",
-            output_params=["-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1"],
+            output_params=[
+                "-threads",
+                "1",
+                "-fflags",
+                "+bitexact",
+                "-flags:v",
+                "+bitexact",
+                "-map_metadata",
+                "-1",
+            ],
         )
         try:
             for frame in frames:

@@ -87,8 +87,11 @@ def build_parts(layout: HeadLayout) -> MeshParts:
         n_vertices += count
         n_faces += part_faces.shape[0]
 
-    for name, n_rings in (("left_eye", P.SOCKET_RING_STEPS.size), ("right_eye", P.SOCKET_RING_STEPS.size),
-                          ("mouth", len(P.MOUTH_RINGS))):
+    for name, n_rings in (
+        ("left_eye", P.SOCKET_RING_STEPS.size),
+        ("right_eye", P.SOCKET_RING_STEPS.size),
+        ("mouth", len(P.MOUTH_RINGS)),
+    ):
         loop = topo.loops[name].vertices
         rings, part_faces = bag_faces(loop, n_rings, n_vertices)
         bag_rings[name] = rings
@@ -103,17 +106,32 @@ def build_parts(layout: HeadLayout) -> MeshParts:
     n_teeth = P.TEETH_SECTIONS * P.TEETH_AROUND + 2
     for name in ("upper_teeth", "lower_teeth"):
         add(name, n_teeth, tube_faces(P.TEETH_SECTIONS, P.TEETH_AROUND, n_vertices))
-    add("tongue", 2 + P.TONGUE_RINGS * P.TONGUE_SEGMENTS,
-        sphere_faces(P.TONGUE_RINGS, P.TONGUE_SEGMENTS, n_vertices))
+    add(
+        "tongue",
+        2 + P.TONGUE_RINGS * P.TONGUE_SEGMENTS,
+        sphere_faces(P.TONGUE_RINGS, P.TONGUE_SEGMENTS, n_vertices),
+    )
     rest = n_vertices - sum(a.size for a in anchor)
     anchor.append(np.arange(n_vertices - rest, n_vertices))
     depth.append(np.zeros(rest))
-    return MeshParts(np.concatenate(faces).astype(np.int64), vertex_slices, face_slices, bag_rings, bag_poles,
-                     np.concatenate(anchor), np.concatenate(depth))
+    return MeshParts(
+        np.concatenate(faces).astype(np.int64),
+        vertex_slices,
+        face_slices,
+        bag_rings,
+        bag_poles,
+        np.concatenate(anchor),
+        np.concatenate(depth),
+    )
 
 
-def assemble_vertices(layout: HeadLayout, mesh: MeshParts, g: dict[str, float], head: np.ndarray,
-                      open_rims: dict[str, np.ndarray]) -> np.ndarray:
+def assemble_vertices(
+    layout: HeadLayout,
+    mesh: MeshParts,
+    g: dict[str, float],
+    head: np.ndarray,
+    open_rims: dict[str, np.ndarray],
+) -> np.ndarray:
     """(V, 3) float64 positions of every vertex.
 
     Args:
@@ -126,7 +144,9 @@ def assemble_vertices(layout: HeadLayout, mesh: MeshParts, g: dict[str, float], 
     for name in EYE_NAMES:
         loop = layout.topology.loops[name]
         centre = eye_centre(g, name)
-        verts[mesh.vertex_slices[f"{name}_socket"]] = P.socket_rings(head[loop.vertices], open_rims[name], centre, g)
+        verts[mesh.vertex_slices[f"{name}_socket"]] = P.socket_rings(
+            head[loop.vertices], open_rims[name], centre, g
+        )
         eyeball, alpha = P.eyeball_vertices(eye_centre(g, name), g)
         verts[mesh.vertex_slices[f"{name}ball"]] = eyeball
     mesh.eyeball_alpha = np.concatenate([alpha, alpha])

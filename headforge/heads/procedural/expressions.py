@@ -5,11 +5,12 @@ the head is rebuilt with the lids more or less open) and/or a smooth
 displacement field, both at coefficient 1 = a strong, full expression. Its
 blendshape is the change of every vertex.
 
-Fields are evaluated at each vertex's *anchor*: its own template position on
-the skin, and for bag vertices (mouth cavity, eye sockets) the slit-loop
-vertex they hang from, scaled down with depth into the bag, so the lining
-follows the lips and lids. Eyeballs, teeth and the tongue are rigid: only
-jaw-driven components (which use the jaw skinning weight) move them.
+Fields are evaluated at each vertex's template position. Inside the bags
+(mouth cavity, eye sockets) they are scaled down with depth, so the lining
+right behind the lips follows them and the deep cavity stays put; bag
+vertices take the lip side (upper / lower) of the slit vertex they hang
+from. Eyeballs, teeth and the tongue are rigid: only jaw-driven components
+(which use the jaw skinning weight) move them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class ExpressionContext:
     """What the fields need to know about the template.
 
     Attributes:
-        points: (V, 3) anchor positions (see module docstring).
+        points: (V, 3) where each vertex's field is evaluated (the template).
         vertices: (V, 3) template vertices.
         follow: (V,) 1 on the skin, fading inside bags, 0 on rigid parts.
         lip_side: (V,) +1 above the lip slit, -1 below, 0 at its corners.
@@ -97,7 +98,9 @@ def _vec(w: np.ndarray, d: tuple[float, float, float]) -> np.ndarray:
 
 def _jaw_open(c: ExpressionContext) -> np.ndarray:
     angle = 0.3  # radians about +x: the chin moves down and back
-    rot = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(angle), -np.sin(angle)], [0.0, np.sin(angle), np.cos(angle)]])
+    rot = np.array(
+        [[1.0, 0.0, 0.0], [0.0, np.cos(angle), -np.sin(angle)], [0.0, np.sin(angle), np.cos(angle)]]
+    )
     rel = c.vertices - c.jaw_joint
     return c.jaw_weight[:, None] * (rel @ rot.T - rel)
 
@@ -105,10 +108,11 @@ def _jaw_open(c: ExpressionContext) -> np.ndarray:
 def _smile(sign: float, scale: float = 1.0) -> Field:
     def field(c: ExpressionContext) -> np.ndarray:
         g = c.g
-        d = _vec(c.corner(sign), (sign * 0.009 * scale, 0.010 * scale, -0.006 * scale))
+        d = _vec(c.corner(sign, 0.036), (sign * 0.011 * scale, 0.014 * scale, -0.008 * scale))
         d += _vec(c.face(sign * 0.058, -0.045, 0.032, 0.032), (0.0, 0.005 * scale, 0.003 * scale))
         d += _vec(c.face(sign * g["eye_x"], g["eye_y"] - 0.018, 0.024, 0.009), (0.0, 0.0015 * scale, 0.0))
         return d
+
     return field
 
 
@@ -120,6 +124,7 @@ def _frown(sign: float) -> Field:
     def field(c: ExpressionContext) -> np.ndarray:
         d = _vec(c.corner(sign), (sign * 0.003, -0.008, -0.002))
         return d + _vec(c.face(0.0, c.g["menton_y"] + 0.035, 0.04, 0.035), (0.0, 0.001, 0.001))
+
     return field
 
 
@@ -131,7 +136,8 @@ def _smirk(c: ExpressionContext) -> np.ndarray:
 
 def _brow(sign: float, cx: float, move: tuple[float, float, float]) -> Field:
     def field(c: ExpressionContext) -> np.ndarray:
-        return _vec(c.face(sign * cx, c.g["brow_y"] + 0.008, 0.035, 0.045), move)
+        return _vec(c.face(sign * cx, c.g["brow_y"] + 0.004, 0.038, 0.05), move)
+
     return field
 
 
@@ -140,12 +146,14 @@ def _brow_lower(sign: float) -> Field:
         g = c.g
         d = _vec(c.face(sign * 0.045, g["brow_y"] - 0.002, 0.055, 0.032), (-sign * 0.003, -0.007, 0.0015))
         return d + _vec(c.face(0.0, g["brow_y"] - 0.012, 0.016, 0.02), (0.0, 0.0, 0.0015))
+
     return field
 
 
 def _cheek_raise(sign: float) -> Field:
     def field(c: ExpressionContext) -> np.ndarray:
         return _vec(c.face(sign * 0.058, -0.04, 0.035, 0.035), (0.0, 0.004, 0.002))
+
     return field
 
 
@@ -191,6 +199,7 @@ def _nose_wrinkle(sign: float) -> Field:
         d = _vec(c.face(sign * 0.022, g["subnasale_y"] + 0.016, 0.022, 0.03), (0.0, 0.004, 0.001))
         d += _vec(c.lip(1.0, 0.035) * bump((c.points[:, 0] - sign * 0.02) / 0.03), (0.0, 0.003, 0.0))
         return d + _vec(c.face(sign * 0.02, g["brow_y"] - 0.004, 0.022, 0.02), (0.0, -0.003, 0.0))
+
     return field
 
 
@@ -231,10 +240,10 @@ EXPRESSION_COMPONENTS: tuple[ExpressionComponent, ...] = (
     ExpressionComponent("frown", _both(_frown(1.0), _frown(-1.0)), p_active=0.2),
     ExpressionComponent("frown_left", _frown(1.0), p_active=0.1),
     ExpressionComponent("frown_right", _frown(-1.0), p_active=0.1),
-    ExpressionComponent("brow_inner_raise_left", _brow(1.0, 0.025, (0.0, 0.009, 0.0)), p_active=0.2),
-    ExpressionComponent("brow_inner_raise_right", _brow(-1.0, 0.025, (0.0, 0.009, 0.0)), p_active=0.2),
-    ExpressionComponent("brow_outer_raise_left", _brow(1.0, 0.08, (0.0, 0.009, 0.0)), p_active=0.2),
-    ExpressionComponent("brow_outer_raise_right", _brow(-1.0, 0.08, (0.0, 0.009, 0.0)), p_active=0.2),
+    ExpressionComponent("brow_inner_raise_left", _brow(1.0, 0.025, (0.0, 0.012, 0.0)), p_active=0.2),
+    ExpressionComponent("brow_inner_raise_right", _brow(-1.0, 0.025, (0.0, 0.012, 0.0)), p_active=0.2),
+    ExpressionComponent("brow_outer_raise_left", _brow(1.0, 0.08, (0.0, 0.012, 0.0)), p_active=0.2),
+    ExpressionComponent("brow_outer_raise_right", _brow(-1.0, 0.08, (0.0, 0.012, 0.0)), p_active=0.2),
     ExpressionComponent("brow_lower_left", _brow_lower(1.0), p_active=0.15),
     ExpressionComponent("brow_lower_right", _brow_lower(-1.0), p_active=0.15),
     ExpressionComponent("blink_left", lids=_lids(left=(0.0, 0.0)), std=0.4, p_active=0.1),

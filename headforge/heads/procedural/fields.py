@@ -17,8 +17,9 @@ def bump(q: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - q * q, 0.0, None) ** 3
 
 
-def ellipse_bump(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float,
-                 angle: float = 0.0) -> np.ndarray:
+def ellipse_bump(
+    x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float, angle: float = 0.0
+) -> np.ndarray:
     """``bump`` over a (rotated) ellipse centred at (cx, cy) with radii (rx, ry).
 
     ``angle`` (radians) rotates the ellipse counter-clockwise in the (x, y) plane.
@@ -36,8 +37,9 @@ def smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
     return t * t * t * (t * (6.0 * t - 15.0) + 10.0)
 
 
-def segment_distance(x: np.ndarray, y: np.ndarray, a: tuple[float, float], b: tuple[float, float]
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def segment_distance(
+    x: np.ndarray, y: np.ndarray, a: tuple[float, float], b: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """Distance from points to the segment a-b and the clamped position t in [0, 1] along it."""
     ax, ay = a
     bx, by = b
@@ -46,8 +48,14 @@ def segment_distance(x: np.ndarray, y: np.ndarray, a: tuple[float, float], b: tu
     return np.hypot(x - (ax + t * vx), y - (ay + t * vy)), t
 
 
-def ridge(x: np.ndarray, y: np.ndarray, a: tuple[float, float], b: tuple[float, float], width: float,
-          taper: float = 1.0) -> np.ndarray:
+def ridge(
+    x: np.ndarray,
+    y: np.ndarray,
+    a: tuple[float, float],
+    b: tuple[float, float],
+    width: float,
+    taper: float = 1.0,
+) -> np.ndarray:
     """A bump swept along segment a-b (width = half-width), fading towards both ends.
 
     ``taper`` in (0, 1]: fraction of the length over which each end fades out.

@@ -41,7 +41,9 @@ def _slit_row_vertex(layout: HeadLayout, slit_name: str, fraction: float, upper:
     return int(index[slit.row, col])
 
 
-def landmark_vertices(vertices: np.ndarray, layout: HeadLayout, mesh: MeshParts, g: dict[str, float]) -> np.ndarray:
+def landmark_vertices(
+    vertices: np.ndarray, layout: HeadLayout, mesh: MeshParts, g: dict[str, float]
+) -> np.ndarray:
     """(70,) vertex index of each landmark on the template ``vertices`` (V, 3)."""
     skin = np.arange(layout.topology.n_vertices)
     front = skin[vertices[skin, 2] > 0.05]
@@ -49,7 +51,9 @@ def landmark_vertices(vertices: np.ndarray, layout: HeadLayout, mesh: MeshParts,
 
     # Jaw contour: static points from the front of the ear, along the jaw's lower border, to the chin.
     gonion = np.array([g["jaw_half_x"] + 0.004, g["gonion_y"] + 0.006, 0.04])
-    chin = np.array([0.0, g["menton_y"] + 0.004, g["chin_z"] - 0.01])
+    # The chin point is the lowest midline skin vertex of the chin (the menton).
+    midline = skin[(np.abs(vertices[skin, 0]) < 1e-9) & (vertices[skin, 2] > 0.1)]
+    chin = vertices[midline[np.argmin(vertices[midline, 1])]]
     top = np.array([g["cheek_half_x"] - 0.002, g["eye_y"] - 0.02, 0.06])
     for k in range(17):
         t = abs(k - 8) / 8.0  # 0 at the chin, 1 at the ear
@@ -91,8 +95,12 @@ def landmark_vertices(vertices: np.ndarray, layout: HeadLayout, mesh: MeshParts,
     y_m, w = g["mouth_y"], g["mouth_half_w"]
     for k, x in enumerate((-0.55, -0.25, 0.0, 0.25, 0.55)):
         lateral = max(1.0 - x * x, 0.0)
-        ids[49 + k] = _front_vertex(vertices, front, x * w, y_m + g["upper_lip_height"] * lateral**0.55 * 0.92)
-        ids[59 - k] = _front_vertex(vertices, front, x * w, y_m - g["lower_lip_height"] * lateral**0.45 * 0.95)
+        ids[49 + k] = _front_vertex(
+            vertices, front, x * w, y_m + g["upper_lip_height"] * lateral**0.55 * 0.92
+        )
+        ids[59 - k] = _front_vertex(
+            vertices, front, x * w, y_m - g["lower_lip_height"] * lateral**0.45 * 0.95
+        )
     ids[61] = _slit_row_vertex(layout, "mouth", 0.25, True)
     ids[62] = _slit_row_vertex(layout, "mouth", 0.5, True)
     ids[63] = _slit_row_vertex(layout, "mouth", 0.75, True)

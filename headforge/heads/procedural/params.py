@@ -48,7 +48,7 @@ NOMINAL: dict[str, float] = {
     "eye_z": 0.178,
     "eye_radius": 0.024,
     "lid_thickness": 0.0035,  # closed-lid sphere radius = eye_radius + lid_thickness
-    "lid_blend": 0.004,
+    "lid_blend": 0.007,
     "fissure_half_w": 0.03,  # half the corner-to-corner width of the eye opening
     "lid_closure_dy": -0.004,  # where the lids meet, relative to eye_y
     "upper_lid_open": 0.0125,  # upper lid margin above the closure line (centre of the eye)
@@ -90,7 +90,7 @@ NOMINAL: dict[str, float] = {
     "cheekbone_y": -0.012,
     "cheek_fullness": 0.01,
     "temple_hollow": 0.006,
-    "jaw_angle": 0.006,
+    "jaw_angle": 0.004,
     # --- ears
     "ear_size": 1.0,
     "ear_tilt": 0.25,
@@ -103,10 +103,13 @@ NOMINAL: dict[str, float] = {
     "eye_scale": 0.0,  # relative growth of each eye region about its eyeball centre
     "mouth_width_scale": 0.0,  # relative growth of the mouth region along x
     "mouth_height_offset": 0.0,
+    "ear_scale": 0.0,  # relative growth of each ear region
+    "ear_height_offset": 0.0,
+    "ear_depth_offset": 0.0,
     # --- mouth interior
     "teeth_arch_half_w": 0.036,
     "teeth_arch_depth": 0.05,
-    "teeth_setback": 0.021,  # incisors' front behind the lip slit's front
+    "teeth_setback": 0.025,  # incisors' front behind the lip slit's front
     "upper_teeth_height": 0.022,
     "lower_teeth_height": 0.02,
     "tongue_half_w": 0.026,

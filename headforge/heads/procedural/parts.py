@@ -55,7 +55,9 @@ def eyeball_vertices(centre: np.ndarray, g: dict[str, float]) -> tuple[np.ndarra
     return centre + r[:, None] * dirs, alpha
 
 
-def socket_rings(rim: np.ndarray, nominal_rim: np.ndarray, centre: np.ndarray, g: dict[str, float]) -> np.ndarray:
+def socket_rings(
+    rim: np.ndarray, nominal_rim: np.ndarray, centre: np.ndarray, g: dict[str, float]
+) -> np.ndarray:
     """Eye-socket lining behind the lid rim: a sphere just outside the eyeball.
 
     The first ring is the lid margin's inner edge and follows the rim as the
@@ -77,22 +79,26 @@ def socket_rings(rim: np.ndarray, nominal_rim: np.ndarray, centre: np.ndarray, g
     beta = np.arctan2(nominal_rim[:, 1], nominal_rim[:, 0])
     for step in SOCKET_RING_STEPS[1:]:
         a = alpha + (np.pi - alpha) * step
-        rings.append(centre + radius * np.stack([np.sin(a) * np.cos(beta), np.sin(a) * np.sin(beta), np.cos(a)], 1))
+        rings.append(
+            centre + radius * np.stack([np.sin(a) * np.cos(beta), np.sin(a) * np.sin(beta), np.cos(a)], 1)
+        )
     pole = centre + np.array([0.0, 0.0, -radius])
     return np.concatenate(rings + [pole[None]])
 
 
 #: Mouth-cavity rings behind the lip slit: (half-width, half-height, depth behind the slit front).
 #: Ring 1 is the inner surface of the lips; the cavity then opens around the dental arches.
-MOUTH_RINGS = np.array([
-    [0.98, 0.005, 0.007],  # half-width of the first two rings is relative to the mouth corners
-    [0.93, 0.014, 0.013],
-    [0.040, 0.028, 0.019],
-    [0.047, 0.036, 0.036],
-    [0.054, 0.037, 0.060],
-    [0.048, 0.033, 0.085],
-    [0.030, 0.022, 0.100],
-])
+MOUTH_RINGS = np.array(
+    [
+        [0.98, 0.005, 0.007],  # half-width of the first two rings is relative to the mouth corners
+        [0.93, 0.014, 0.013],
+        [0.040, 0.026, 0.022],
+        [0.049, 0.036, 0.042],
+        [0.054, 0.037, 0.060],
+        [0.048, 0.033, 0.085],
+        [0.030, 0.022, 0.100],
+    ]
+)
 _MOUTH_CURVATURE = 6.0  # the cavity bends back with the face: dz = -k x^2
 
 
@@ -131,8 +137,9 @@ TEETH_AROUND = 10
 _TOOTH_EDGES = np.cumsum([0.0172, 0.0132, 0.0152, 0.014, 0.014, 0.02, 0.02])
 
 
-def teeth_vertices(g: dict[str, float], centre_y: float, front_z: float, upper: bool
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def teeth_vertices(
+    g: dict[str, float], centre_y: float, front_z: float, upper: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """One dental arch as a closed swept tube.
 
     The arch is the parabola ``z = front - setback - depth * a^2, x = a * half_w``
@@ -178,8 +185,10 @@ def teeth_vertices(g: dict[str, float], centre_y: float, front_z: float, upper: 
         sections.append(np.stack([x, along, z], 1))
     verts = np.concatenate(sections)
     # Cap centres sit a little beyond each end of the arch, along its tangent.
-    caps = [sections[0].mean(0) - 0.002 * np.array([tangent[0, 0], 0.0, tangent[0, 1]]),
-            sections[-1].mean(0) + 0.002 * np.array([tangent[-1, 0], 0.0, tangent[-1, 1]])]
+    caps = [
+        sections[0].mean(0) - 0.002 * np.array([tangent[0, 0], 0.0, tangent[0, 1]]),
+        sections[-1].mean(0) + 0.002 * np.array([tangent[-1, 0], 0.0, tangent[-1, 1]]),
+    ]
     heights = np.concatenate([np.tile(frac, TEETH_SECTIONS), [0.5, 0.5]])
     return np.concatenate([verts, np.stack(caps)]), heights
 
@@ -196,10 +205,12 @@ def tongue_vertices(g: dict[str, float], centre_y: float, front_z: float) -> np.
     """
     centre = np.array([0.0, centre_y - 0.0135, front_z - g["teeth_setback"] - 0.036])
     semi = np.array([g["tongue_half_w"], 0.0095, 0.036])
-    alpha = np.concatenate([[0.0], np.repeat(np.linspace(0.0, np.pi, TONGUE_RINGS + 2)[1:-1], TONGUE_SEGMENTS),
-                            [np.pi]])
-    beta = np.concatenate([[0.0], np.tile(2.0 * np.pi * np.arange(TONGUE_SEGMENTS) / TONGUE_SEGMENTS,
-                                          TONGUE_RINGS), [0.0]])
+    alpha = np.concatenate(
+        [[0.0], np.repeat(np.linspace(0.0, np.pi, TONGUE_RINGS + 2)[1:-1], TONGUE_SEGMENTS), [np.pi]]
+    )
+    beta = np.concatenate(
+        [[0.0], np.tile(2.0 * np.pi * np.arange(TONGUE_SEGMENTS) / TONGUE_SEGMENTS, TONGUE_RINGS), [0.0]]
+    )
     unit = np.stack([np.sin(alpha) * np.cos(beta), np.sin(alpha) * np.sin(beta), np.cos(alpha)], 1)
     verts = centre + unit * semi
     top = np.clip(unit[:, 1], 0.0, None)

@@ -11,8 +11,21 @@ from headforge.heads.procedural.surface import HeadLayout
 __all__ = ["REGION_NAMES", "REGION_GROUPS", "vertex_regions"]
 
 REGION_NAMES: tuple[str, ...] = (
-    "skin", "hair", "brows", "nose", "ears", "lips", "neck", "eye_socket",
-    "sclera", "iris", "pupil", "mouth_cavity", "gums", "teeth", "tongue",
+    "skin",
+    "hair",
+    "brows",
+    "nose",
+    "ears",
+    "lips",
+    "neck",
+    "eye_socket",
+    "sclera",
+    "iris",
+    "pupil",
+    "mouth_cavity",
+    "gums",
+    "teeth",
+    "tongue",
 )
 #: Names accepted by ``region_mask`` that stand for several regions.
 REGION_GROUPS: dict[str, tuple[str, ...]] = {
@@ -37,7 +50,9 @@ def _ear_mask(p: np.ndarray, g: dict[str, float]) -> np.ndarray:
     return (q < 1.0) & (np.abs(p[:, 0]) > 0.1)
 
 
-def vertex_regions(vertices: np.ndarray, layout: HeadLayout, mesh: MeshParts, g: dict[str, float]) -> np.ndarray:
+def vertex_regions(
+    vertices: np.ndarray, layout: HeadLayout, mesh: MeshParts, g: dict[str, float]
+) -> np.ndarray:
     """(V,) region index into ``REGION_NAMES`` for the template ``vertices`` (V, 3)."""
     label = np.zeros(vertices.shape[0], dtype=np.int64)
     idx = {name: i for i, name in enumerate(REGION_NAMES)}
@@ -47,18 +62,39 @@ def vertex_regions(vertices: np.ndarray, layout: HeadLayout, mesh: MeshParts, g:
     ax = np.abs(x)
     front = z > 0.1
     head_label = np.zeros(p.shape[0], dtype=np.int64)
-    neck = y < np.interp(z, [-0.3, -0.05, 0.0, 0.06, 0.12, 0.17, 0.4],
-                         [-0.1, -0.13, g["gonion_y"] - 0.02, g["gonion_y"] - 0.045, g["menton_y"] - 0.02,
-                          g["menton_y"] - 0.012, g["menton_y"] - 0.012])
+    neck = y < np.interp(
+        z,
+        [-0.3, -0.05, 0.0, 0.06, 0.12, 0.17, 0.4],
+        [
+            -0.1,
+            -0.13,
+            g["gonion_y"] - 0.02,
+            g["gonion_y"] - 0.045,
+            g["menton_y"] - 0.02,
+            g["menton_y"] - 0.012,
+            g["menton_y"] - 0.012,
+        ],
+    )
     head_label[neck] = idx["neck"]
-    nose = front & (_nose_height(x, y, g) > 0.004) & (y < g["nasion_y"] + 0.005) & (y > g["subnasale_y"] - 0.006)
+    nose = (
+        front & (_nose_height(x, y, g) > 0.004) & (y < g["nasion_y"] + 0.005) & (y > g["subnasale_y"] - 0.006)
+    )
     head_label[nose] = idx["nose"]
     lateral = np.clip(1.0 - (ax / g["mouth_half_w"]) ** 2, 0.0, None)
-    lips = front & (ax < g["mouth_half_w"]) & (y < g["mouth_y"] + g["upper_lip_height"] * lateral**0.55) & (
-        y > g["mouth_y"] - g["lower_lip_height"] * lateral**0.45)
+    lips = (
+        front
+        & (ax < g["mouth_half_w"])
+        & (y < g["mouth_y"] + g["upper_lip_height"] * lateral**0.55)
+        & (y > g["mouth_y"] - g["lower_lip_height"] * lateral**0.45)
+    )
     head_label[lips] = idx["lips"]
     arch = g["brow_y"] + 0.004 - 18.0 * (ax - 0.058) ** 2
-    brows = front & (ax > 0.012) & (ax < 0.108) & (np.abs(y - arch) < 0.0065 * (1.0 - 0.4 * (ax - 0.012) / 0.096))
+    brows = (
+        front
+        & (ax > 0.012)
+        & (ax < 0.108)
+        & (np.abs(y - arch) < 0.0095 * (1.0 - 0.45 * (ax - 0.012) / 0.096))
+    )
     head_label[brows] = idx["brows"]
     hair = y > np.interp(np.abs(layout.phi), _HAIRLINE_PHI, _HAIRLINE_Y)
     head_label[hair] = idx["hair"]
@@ -70,13 +106,13 @@ def vertex_regions(vertices: np.ndarray, layout: HeadLayout, mesh: MeshParts, g:
     bag = mesh.vertex_slices["mouth_bag"]
     loop = layout.topology.loops["mouth"].vertices.size
     label[bag] = idx["mouth_cavity"]
-    label[bag.start: bag.start + loop] = idx["lips"]  # first ring: the inner lining of the lips
+    label[bag.start : bag.start + loop] = idx["lips"]  # first ring: the inner lining of the lips
     alpha = mesh.eyeball_alpha
     eye_label = np.full(alpha.size, idx["sclera"])
     eye_label[alpha < np.arcsin(g["iris_radius"] / g["eye_radius"])] = idx["iris"]
     eye_label[alpha < np.arcsin(g["pupil_radius"] / g["eye_radius"])] = idx["pupil"]
     start = mesh.vertex_slices["left_eyeball"].start
-    label[start: start + alpha.size] = eye_label
+    label[start : start + alpha.size] = eye_label
     teeth = slice(mesh.vertex_slices["upper_teeth"].start, mesh.vertex_slices["lower_teeth"].stop)
     label[teeth] = np.where(mesh.teeth_height > 0.75, idx["gums"], idx["teeth"])
     label[mesh.vertex_slices["tongue"]] = idx["tongue"]

@@ -9,7 +9,8 @@ Components that would move a slit (eye spacing / height / size, mouth width
 / height) are regional offsets applied after construction: a smooth weight
 that is 1 over the whole eye (lids, socket, eyeball) or mouth (lips, cavity,
 teeth) and 0 far away moves everything in the region together, so the slit
-topology never changes.
+topology never changes. Ears move the same way (their sharp shell would
+turn into fins under a linearised re-sculpting).
 """
 
 from __future__ import annotations
@@ -61,11 +62,11 @@ SHAPE_COMPONENTS: tuple[tuple[str, dict[str, float]], ...] = (
     ("eye_openness", {"upper_lid_open": 0.0015, "lower_lid_open": 0.0006}),
     ("canthal_tilt", {"canthal_tilt": 0.002}),
     ("eye_socket_depth", {"eye_socket_depth": 0.004}),
-    ("ear_size", {"ear_size": 0.08}),
-    ("ear_height", {"ear_y": 0.005}),
-    ("ear_protrusion", {"ear_protrusion": 0.006}),
-    ("ear_position", {"ear_z": -0.006}),
-    ("ear_angle", {"ear_tilt": 0.1}),
+    ("ear_size", {"ear_scale": 0.07}),
+    ("ear_height", {"ear_height_offset": 0.005}),
+    ("ear_protrusion", {"ear_protrusion": 0.005}),
+    ("ear_position", {"ear_depth_offset": -0.005}),
+    ("ear_angle", {"ear_tilt": 0.05}),
     ("upper_lip_thickness", {"upper_lip_thick": 0.002, "upper_lip_height": 0.002}),
     ("lower_lip_thickness", {"lower_lip_thick": 0.0025, "lower_lip_height": 0.002}),
     ("mouth_width", {"mouth_width_scale": 0.06}),
@@ -86,13 +87,28 @@ def eye_region_weight(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
 
 def mouth_region_weight(points: np.ndarray, centre_y: float, front_z: float) -> np.ndarray:
     """1 over the lips, the cavity and the teeth, fading out over the cheeks and chin, (N,)."""
-    q = np.sqrt((points[:, 0] / 0.075) ** 2 + ((points[:, 1] - centre_y) / 0.05) ** 2
-                + ((points[:, 2] - (front_z - 0.06)) / 0.1) ** 2)
+    q = np.sqrt(
+        (points[:, 0] / 0.075) ** 2
+        + ((points[:, 1] - centre_y) / 0.05) ** 2
+        + ((points[:, 2] - (front_z - 0.06)) / 0.1) ** 2
+    )
     return smoothstep(1.0, 0.6, q)
 
 
-def regional_offsets(points: np.ndarray, g: dict[str, float], eye_centres: dict[str, np.ndarray],
-                     mouth_centre_y: float, mouth_front_z: float) -> np.ndarray:
+def ear_region_weight(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """1 over the ear on the side of ``centre`` (within 0.07 in the side plane), 0 beyond 0.1, (N,)."""
+    side = smoothstep(0.08, 0.11, points[:, 0] * np.sign(centre[0]))
+    dist = np.hypot(points[:, 1] - centre[1], points[:, 2] - centre[2])
+    return side * smoothstep(0.1, 0.07, dist)
+
+
+def regional_offsets(
+    points: np.ndarray,
+    g: dict[str, float],
+    eye_centres: dict[str, np.ndarray],
+    mouth_centre_y: float,
+    mouth_front_z: float,
+) -> np.ndarray:
     """(N, 3) displacement from the regional-offset parameters (all zero at the nominal).
 
     Args:
@@ -101,7 +117,7 @@ def regional_offsets(points: np.ndarray, g: dict[str, float], eye_centres: dict[
         mouth_centre_y, mouth_front_z: the lip slit's height and midline front.
     """
     disp = np.zeros_like(points)
-    for name, centre in eye_centres.items():
+    for centre in eye_centres.values():
         w = eye_region_weight(points, centre)[:, None]
         outward = np.array([np.sign(centre[0]), 0.0, 0.0])
         move = g["eye_spacing_offset"] * outward + np.array([0.0, g["eye_height_offset"], 0.0])
@@ -109,4 +125,10 @@ def regional_offsets(points: np.ndarray, g: dict[str, float], eye_centres: dict[
     w = mouth_region_weight(points, mouth_centre_y, mouth_front_z)
     disp[:, 0] += w * g["mouth_width_scale"] * points[:, 0]
     disp[:, 1] += w * g["mouth_height_offset"]
+    for sign in (-1.0, 1.0):
+        centre = np.array([sign * 0.15, g["ear_y"], g["ear_z"]])
+        w = ear_region_weight(points, centre)[:, None]
+        grow = points - centre
+        grow[:, 0] = np.clip(grow[:, 0] * sign, 0.0, None) * sign  # the ear grows outwards, not into the head
+        disp += w * (np.array([0.0, g["ear_height_offset"], g["ear_depth_offset"]]) + g["ear_scale"] * grow)
     return disp

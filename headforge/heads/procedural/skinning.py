@@ -42,8 +42,14 @@ def lip_side(layout: HeadLayout, mesh: MeshParts) -> np.ndarray:
     return side
 
 
-def jaw_weight(vertices: np.ndarray, side: np.ndarray, layout: HeadLayout, mesh: MeshParts,
-               corner_x: float, slit_y: float) -> np.ndarray:
+def jaw_weight(
+    vertices: np.ndarray,
+    side: np.ndarray,
+    layout: HeadLayout,
+    mesh: MeshParts,
+    corner_x: float,
+    slit_y: float,
+) -> np.ndarray:
     """(V,) weight of the jaw joint.
 
     Skin below the "jaw line" moves with the jaw: the lip slit between the
@@ -71,8 +77,14 @@ def jaw_weight(vertices: np.ndarray, side: np.ndarray, layout: HeadLayout, mesh:
     return weight
 
 
-def skinning_weights(vertices: np.ndarray, side: np.ndarray, layout: HeadLayout, mesh: MeshParts,
-                     corner_x: float, slit_y: float) -> np.ndarray:
+def skinning_weights(
+    vertices: np.ndarray,
+    side: np.ndarray,
+    layout: HeadLayout,
+    mesh: MeshParts,
+    corner_x: float,
+    slit_y: float,
+) -> np.ndarray:
     """(V, 5) LBS weights, rows summing to 1.
 
     Root takes the lower neck (blending over the neck's height, measured along
@@ -100,7 +112,9 @@ def _nearest(vertices: np.ndarray, candidates: np.ndarray, target: np.ndarray) -
     return int(candidates[np.argmin(np.linalg.norm(vertices[candidates] - target, axis=1))])
 
 
-def joint_regressor(vertices: np.ndarray, layout: HeadLayout, mesh: MeshParts, g: dict[str, float]) -> np.ndarray:
+def joint_regressor(
+    vertices: np.ndarray, layout: HeadLayout, mesh: MeshParts, g: dict[str, float]
+) -> np.ndarray:
     """(5, V) joint regressor; each row sums to 1 so joints follow shape changes.
 
     * root: centroid of a ring of neck vertices near the neck base (weighted by spacing);

@@ -25,7 +25,15 @@ from headforge.heads.procedural.features import sculpt
 from headforge.heads.procedural.fields import smoothstep
 from headforge.heads.procedural.topology import HeadTopology, Slit, build_head_topology
 
-__all__ = ["HeadLayout", "LidState", "build_layout", "base_points", "surface_points", "lid_warp", "HeadSurfaceBuilder"]
+__all__ = [
+    "HeadLayout",
+    "LidState",
+    "build_layout",
+    "base_points",
+    "surface_points",
+    "lid_warp",
+    "HeadSurfaceBuilder",
+]
 
 _COLUMN_WARP = 0.6  # column density at the front is (1 + w) / (1 - w) times that at the back
 _UPPER_LID_REACH = 0.2  # radians of rows above a lid slit that the opening compresses
@@ -64,8 +72,9 @@ class HeadLayout:
     nominal_radius: np.ndarray | None = None
 
 
-def base_points(theta: np.ndarray, phi: np.ndarray, base: BaseShape, radius_guess: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def base_points(
+    theta: np.ndarray, phi: np.ndarray, base: BaseShape, radius_guess: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Base-surface points along rays, before any feature.
 
     Args:
@@ -85,15 +94,21 @@ def base_points(theta: np.ndarray, phi: np.ndarray, base: BaseShape, radius_gues
     return p0, base.normals(p0), radius
 
 
-def surface_points(theta: np.ndarray, phi: np.ndarray, g: dict[str, float], base: BaseShape,
-                   radius_guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def surface_points(
+    theta: np.ndarray,
+    phi: np.ndarray,
+    g: dict[str, float],
+    base: BaseShape,
+    radius_guess: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Sculpted surface points along rays: (N, 3) points and (N,) base distances."""
     p0, normals, radius = base_points(theta, phi, base, radius_guess)
     return sculpt(p0, normals, g), radius
 
 
-def _row_angles(g: dict[str, float], base: BaseShape, n_rows: int, theta_eye: float, theta_mouth: float
-                ) -> np.ndarray:
+def _row_angles(
+    g: dict[str, float], base: BaseShape, n_rows: int, theta_eye: float, theta_mouth: float
+) -> np.ndarray:
     """Row angles by weighted arc length over many meridians, rows snapped to the slit lines."""
     fine = np.linspace(1e-3, np.pi - 1e-3, 900)
     # Meridians through the face count three times: rows must follow the nose and lips.
@@ -105,9 +120,14 @@ def _row_angles(g: dict[str, float], base: BaseShape, n_rows: int, theta_eye: fl
     seg = np.linalg.norm(np.diff(pts, axis=0), axis=-1) @ meridian_weight / meridian_weight.sum()
     mid = 0.5 * (fine[1:] + fine[:-1])
     # Extra rows on the face and around the lids and lips, where the detail is.
-    weight = (1.0 + 0.8 * smoothstep(np.pi / 2 - 0.55, np.pi / 2 - 0.35, mid) * smoothstep(
-        np.pi / 2 + 0.75, np.pi / 2 + 0.55, mid)
-        + 2.5 * np.exp(-(((mid - theta_eye) / 0.09) ** 2)) + 2.5 * np.exp(-(((mid - theta_mouth) / 0.07) ** 2)))
+    weight = (
+        1.0
+        + 0.8
+        * smoothstep(np.pi / 2 - 0.55, np.pi / 2 - 0.35, mid)
+        * smoothstep(np.pi / 2 + 0.75, np.pi / 2 + 0.55, mid)
+        + 2.5 * np.exp(-(((mid - theta_eye) / 0.09) ** 2))
+        + 2.5 * np.exp(-(((mid - theta_mouth) / 0.07) ** 2))
+    )
     cdf = np.concatenate([[0.0], np.cumsum(seg * weight)])
     targets = np.linspace(0.0, cdf[-1], n_rows + 2)[1:-1]
     theta = np.interp(targets, cdf, fine)
@@ -174,7 +194,10 @@ def lid_warp(layout: HeadLayout, g: dict[str, float], lids: LidState) -> tuple[n
     topo = layout.topology
     theta = layout.theta.copy()
     row_theta = layout.theta
-    scales = {"left_eye": (lids.left_upper, lids.left_lower), "right_eye": (lids.right_upper, lids.right_lower)}
+    scales = {
+        "left_eye": (lids.left_upper, lids.left_lower),
+        "right_eye": (lids.right_upper, lids.right_lower),
+    }
     for name, (up_scale, low_scale) in scales.items():
         slit = layout.slits[name]
         theta_s = layout.theta_rows[slit.row]
@@ -224,7 +247,9 @@ class HeadSurfaceBuilder:
         self.origins0, self.dirs0 = ray_frame(self.theta0, phi)
         p0, self.normals0, self.radius0 = base_points(self.theta0, phi, self.base0)
         h = 1e-5
-        self.slope0 = (self.base0.field(p0 + h * self.dirs0) - self.base0.field(p0 - h * self.dirs0)) / (2 * h)
+        self.slope0 = (self.base0.field(p0 + h * self.dirs0) - self.base0.field(p0 - h * self.dirs0)) / (
+            2 * h
+        )
         self.slope0 = np.maximum(self.slope0, 1e-2)
 
     def __call__(self, g: dict[str, float], lids: LidState = LidState()) -> np.ndarray:  # noqa: B008 - frozen

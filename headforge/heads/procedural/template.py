@@ -12,20 +12,42 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headforge.heads.procedural.assembly import EYE_NAMES, MeshParts, assemble_vertices, build_parts, eye_centre
+from headforge.heads.procedural.assembly import (
+    EYE_NAMES,
+    MeshParts,
+    assemble_vertices,
+    build_parts,
+    eye_centre,
+)
 from headforge.heads.procedural.expressions import EXPRESSION_COMPONENTS, ExpressionContext
 from headforge.heads.procedural.landmarks import landmark_vertices
 from headforge.heads.procedural.params import NOMINAL
 from headforge.heads.procedural.regions import vertex_regions
 from headforge.heads.procedural.shape_components import SHAPE_COMPONENTS, regional_offsets
 from headforge.heads.procedural.skinning import PARENTS, joint_regressor, lip_side, skinning_weights
-from headforge.heads.procedural.surface import HeadLayout, HeadSurfaceBuilder, LidState, build_layout, lid_warp
+from headforge.heads.procedural.surface import (
+    HeadLayout,
+    HeadSurfaceBuilder,
+    LidState,
+    build_layout,
+    lid_warp,
+)
 from headforge.heads.procedural.uv import uv_layout
 
 __all__ = ["ProceduralTemplate", "build_template"]
 
 #: Forward-difference step for shape components, in standard deviations.
 _SHAPE_STEP = 0.5
+_REGIONAL = (
+    "eye_spacing_offset",
+    "eye_height_offset",
+    "eye_scale",
+    "mouth_width_scale",
+    "mouth_height_offset",
+    "ear_scale",
+    "ear_height_offset",
+    "ear_depth_offset",
+)
 
 
 @dataclass
@@ -59,9 +81,11 @@ class _Builder:
         self.layout, self.mesh = layout, mesh
         self.surface = HeadSurfaceBuilder(layout, NOMINAL)
         head = self.surface(NOMINAL)
-        self.open_rims = {name: head[layout.topology.loops[name].vertices] - eye_centre(NOMINAL, name)
-                          for name in EYE_NAMES}
+        self.open_rims = {
+            name: head[layout.topology.loops[name].vertices] - eye_centre(NOMINAL, name) for name in EYE_NAMES
+        }
         nominal = assemble_vertices(layout, mesh, NOMINAL, head, self.open_rims)
+        self.nominal = nominal
         # Regional offsets use the nominal eye and mouth positions as their fixed frame.
         self.eye_centres = {name: eye_centre(NOMINAL, name) for name in EYE_NAMES}
         slit = layout.slits["mouth"]
@@ -69,7 +93,11 @@ class _Builder:
         self.mouth_y, self.mouth_z = float(nominal[mid, 1]), float(nominal[mid, 2])
 
     def __call__(self, g: dict[str, float], lids: LidState = LidState()) -> np.ndarray:  # noqa: B008 - frozen
-        verts = assemble_vertices(self.layout, self.mesh, g, self.surface(g, lids), self.open_rims)
+        only_regional = lids == LidState() and all(g[k] == NOMINAL[k] for k in NOMINAL if k not in _REGIONAL)
+        if only_regional:
+            verts = self.nominal  # regional offsets act after construction: nothing else to rebuild
+        else:
+            verts = assemble_vertices(self.layout, self.mesh, g, self.surface(g, lids), self.open_rims)
         return verts + regional_offsets(verts, g, self.eye_centres, self.mouth_y, self.mouth_z)
 
 
@@ -99,9 +127,16 @@ def build_template(n_rows: int = 108, n_cols: int = 152) -> ProceduralTemplate:
     bag_end = mesh.vertex_slices["mouth_bag"].stop
     follow[:bag_end] = np.clip(1.0 - (mesh.bag_depth[:bag_end] - 0.15) / 0.45, 0.0, 1.0)
     context = ExpressionContext(
-        points=template[mesh.anchor], vertices=template, follow=follow, lip_side=side,
-        jaw_weight=weights[:, 2], jaw_joint=regressor[2] @ template, corner_x=corner_x, slit_y=slit_y,
-        front_z=build.mouth_z, g=NOMINAL,
+        points=template,
+        vertices=template,
+        follow=follow,
+        lip_side=side,
+        jaw_weight=weights[:, 2],
+        jaw_joint=regressor[2] @ template,
+        corner_x=corner_x,
+        slit_y=slit_y,
+        front_z=build.mouth_z,
+        g=NOMINAL,
     )
     exprdirs = np.zeros(template.shape + (len(EXPRESSION_COMPONENTS),))
     for k, comp in enumerate(EXPRESSION_COMPONENTS):
@@ -113,8 +148,17 @@ def build_template(n_rows: int = 108, n_cols: int = 152) -> ProceduralTemplate:
     head_theta, _ = lid_warp(layout, NOMINAL, LidState())
     uv_coords, uv_faces = uv_layout(layout, mesh, head_theta)
     return ProceduralTemplate(
-        vertices=template, faces=mesh.faces, shapedirs=shapedirs, exprdirs=exprdirs, lbs_weights=weights,
-        joint_regressor=regressor, parents=PARENTS.copy(), uv_coords=uv_coords, uv_faces=uv_faces,
+        vertices=template,
+        faces=mesh.faces,
+        shapedirs=shapedirs,
+        exprdirs=exprdirs,
+        lbs_weights=weights,
+        joint_regressor=regressor,
+        parents=PARENTS.copy(),
+        uv_coords=uv_coords,
+        uv_faces=uv_faces,
         regions=vertex_regions(template, layout, mesh, NOMINAL),
-        landmarks=landmark_vertices(template, layout, mesh, NOMINAL), layout=layout, mesh=mesh,
+        landmarks=landmark_vertices(template, layout, mesh, NOMINAL),
+        layout=layout,
+        mesh=mesh,
     )

@@ -25,8 +25,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Slit", "SlitLoop", "HeadTopology", "build_head_topology", "bag_faces", "sphere_faces",
-           "tube_faces", "grid_faces"]
+__all__ = [
+    "Slit",
+    "SlitLoop",
+    "HeadTopology",
+    "build_head_topology",
+    "bag_faces",
+    "sphere_faces",
+    "tube_faces",
+    "grid_faces",
+]
 
 
 @dataclass(frozen=True)
@@ -84,8 +92,9 @@ class HeadTopology:
     loops: dict[str, SlitLoop] = field(default_factory=dict)
 
 
-def grid_faces(index_below: np.ndarray, index_above: np.ndarray, mirror_split: np.ndarray | None = None
-               ) -> np.ndarray:
+def grid_faces(
+    index_below: np.ndarray, index_above: np.ndarray, mirror_split: np.ndarray | None = None
+) -> np.ndarray:
     """Triangles of one band of quads between two rows (wrapping around).
 
     Args:
@@ -156,17 +165,31 @@ def build_head_topology(n_rows: int, n_cols: int, slits: list[Slit]) -> HeadTopo
     loops: dict[str, SlitLoop] = {}
     for slit in slits:
         inner = np.arange(slit.col_start + 1, slit.col_end)
-        verts = np.concatenate([
-            [grid_index[slit.row, slit.col_end]],
-            upper_index[slit.row, inner[::-1]],
-            [grid_index[slit.row, slit.col_start]],
-            grid_index[slit.row, inner],
-        ])
+        verts = np.concatenate(
+            [
+                [grid_index[slit.row, slit.col_end]],
+                upper_index[slit.row, inner[::-1]],
+                [grid_index[slit.row, slit.col_start]],
+                grid_index[slit.row, inner],
+            ]
+        )
         loop_side = np.concatenate([[0], np.ones(inner.size, np.int64), [0], -np.ones(inner.size, np.int64)])
         column = np.concatenate([[slit.col_end], inner[::-1], [slit.col_start], inner])
         loops[slit.name] = SlitLoop(verts.astype(np.int64), loop_side, column)
-    return HeadTopology(n_rows, n_cols, grid_index, upper_index, bottom_pole, top_pole, n_vertices, row_of,
-                        col_of, side, faces_arr, loops)
+    return HeadTopology(
+        n_rows,
+        n_cols,
+        grid_index,
+        upper_index,
+        bottom_pole,
+        top_pole,
+        n_vertices,
+        row_of,
+        col_of,
+        side,
+        faces_arr,
+        loops,
+    )
 
 
 def bag_faces(loop: np.ndarray, n_rings: int, first_vertex: int) -> tuple[np.ndarray, np.ndarray]:

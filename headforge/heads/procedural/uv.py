@@ -25,8 +25,16 @@ from headforge.heads.procedural.surface import HeadLayout
 
 __all__ = ["uv_layout", "ISLAND_ORDER"]
 
-ISLAND_ORDER = ("left_eyeball", "right_eyeball", "left_eye_socket", "right_eye_socket", "mouth_bag",
-                "upper_teeth", "lower_teeth", "tongue")
+ISLAND_ORDER = (
+    "left_eyeball",
+    "right_eyeball",
+    "left_eye_socket",
+    "right_eye_socket",
+    "mouth_bag",
+    "upper_teeth",
+    "lower_teeth",
+    "tongue",
+)
 _HEAD_V = (0.26, 0.995)
 _MARGIN = 0.006
 
@@ -40,7 +48,9 @@ def _grid_corner_uv(faces: np.ndarray, row: np.ndarray, col: np.ndarray, n_cols:
     return np.stack([c, r], axis=-1)
 
 
-def _fit(uv: np.ndarray, lo: np.ndarray, hi: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+def _fit(
+    uv: np.ndarray, lo: np.ndarray, hi: np.ndarray, box: tuple[float, float, float, float]
+) -> np.ndarray:
     """Map index-space corners from [lo, hi] into box (u0, v0, u1, v1)."""
     u0, v0, u1, v1 = box
     t = (uv - lo) / (hi - lo)
@@ -62,8 +72,15 @@ def _fan_corners(faces: np.ndarray, row: dict[int, float], col: dict[int, float]
     return np.array([[[col[v], row[v]] for v in f] for f in faces], dtype=np.float64)
 
 
-def _ringed_uv(faces: np.ndarray, ring_of: dict[int, float], seg_of: dict[int, float], n_seg: int,
-               poles: set[int], box: tuple[float, float, float, float], n_levels: float) -> np.ndarray:
+def _ringed_uv(
+    faces: np.ndarray,
+    ring_of: dict[int, float],
+    seg_of: dict[int, float],
+    n_seg: int,
+    poles: set[int],
+    box: tuple[float, float, float, float],
+    n_levels: float,
+) -> np.ndarray:
     """Unroll a ringed part: u = segment around (seam unwrapped), v = ring; poles split per face."""
     corners = _fan_corners(faces, ring_of, seg_of)
     seg = corners[..., 0]
@@ -111,8 +128,11 @@ def uv_layout(layout: HeadLayout, mesh: MeshParts, head_theta: np.ndarray) -> tu
         faces = mesh.faces[fs]
         box = _island_box(k)
         if name.endswith("ball") or name == "tongue":
-            n_rings, n_seg = ((P.EYEBALL_RING_ANGLES.size, P.EYEBALL_SEGMENTS) if name.endswith("ball")
-                              else (P.TONGUE_RINGS, P.TONGUE_SEGMENTS))
+            n_rings, n_seg = (
+                (P.EYEBALL_RING_ANGLES.size, P.EYEBALL_SEGMENTS)
+                if name.endswith("ball")
+                else (P.TONGUE_RINGS, P.TONGUE_SEGMENTS)
+            )
             local = np.arange(vs.stop - vs.start)
             ring = np.concatenate([[0.0], np.repeat(np.arange(1, n_rings + 1), n_seg), [n_rings + 1.0]])
             seg = np.concatenate([[0.0], np.tile(np.arange(n_seg), n_rings), [0.0]])
@@ -151,8 +171,9 @@ def _tube_uv(faces: np.ndarray, start: int, box: tuple[float, float, float, floa
     sec, around = (side // n_around).astype(np.float64), (side % n_around).astype(np.float64)
     crosses = (around.max(axis=1) == n_around - 1) & (around.min(axis=1) == 0)
     around = np.where(crosses[:, None] & (around == 0), float(n_around), around)
-    side_uv = _fit(np.stack([sec, around], -1), np.array([0.0, 0.0]), np.array([n_sec - 1.0, float(n_around)]),
-                   side_box)
+    side_uv = _fit(
+        np.stack([sec, around], -1), np.array([0.0, 0.0]), np.array([n_sec - 1.0, float(n_around)]), side_box
+    )
     uv[~is_cap] = _orient(side_uv, side_box)
     radius = 0.45 * min(0.22 * (u1 - u0), 0.5 * (v1 - v0))
     for which, cap in enumerate((cap_start, cap_end)):

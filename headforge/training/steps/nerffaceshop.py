@@ -16,7 +16,9 @@ of every later layer, as frames of one video share the person's fine detail.
   not change when its shading tri-planes come from another identity with the
   same geometry (the same convolutional styles up to B32), and *cross
   shading*, the image under a slightly perturbed light divided by the original
-  shading must give back the albedo.
+  shading must give back the albedo (L1; the released code uses LPIPS, which
+  needs downloaded weights, and divides by the opacity-weighted composited
+  shading, which equals the ray's shading only where the opacity is 1).
 * ``Dmain``: logistic loss of both discriminators on fake and real pairs.
 * ``Dreg`` (every 16 steps): R1 of both discriminators on real pairs, gamma / 2.
 
@@ -200,7 +202,9 @@ class NeRFFaceShopObjective(EG3DObjective):
                 ws, albedo, generator.encode_lighting(jitter), "const"
             )
             relit = render(albedo.planes, relit_shading, ())
-            unshaded = ((relit["image_raw"] + 1) / 2 / (original["shading"] + 1e-5)).clamp(0, 2) * 2 - 1
+            # The composited shading is opacity-weighted; its ray average is shading / opacity.
+            ray_shading = original["shading"] / original["opacity"].clamp_min(1e-5)
+            unshaded = ((relit["image_raw"] + 1) / 2 / (ray_shading + 1e-5)).clamp(0, 2) * 2 - 1
             losses["cross_shading"] = F.l1_loss(relit["albedo_raw"], unshaded)
             total = total + (losses["cross_texture"] + losses["cross_shading"]) * config.lighting_reg
         if config.density_reg > 0:
@@ -260,6 +264,26 @@ def build_dataset(config: NeRFFaceShopConfig, dataset, seed: int = 0) -> PairDat
     return PairDataset(dataset, sampler, seed=seed)
 
 
+def random_pair_batch(config: NeRFFaceShopConfig, batch_size: int, seed: int = 0) -> dict[str, Tensor]:
+    """A random batch shaped like collated ``PairDataset`` items, for timing the phases.
+
+    ``image`` (b, 2, 3, R, R) in [-1, 1], ``camera`` (b, 2, 25) FFHQ-like poses,
+    ``sh`` (b, 2, 9, 3) directional lights plus ambient.
+    """
+    from headforge.cameras import Camera, sample_ffhq_poses
+    from headforge.lighting import directional_light_sh
+
+    rng = torch.Generator().manual_seed(seed)
+    resolution = config.output_resolution
+    yaw, pitch = sample_ffhq_poses(2 * batch_size, generator=rng)
+    directions = torch.randn(2 * batch_size, 3, generator=rng) + torch.tensor([0.0, 0.0, 1.5])
+    return {
+        "image": torch.rand(batch_size, 2, 3, resolution, resolution, generator=rng) * 2 - 1,
+        "camera": Camera.orbit(yaw, pitch).to_label().reshape(batch_size, 2, 25),
+        "sh": directional_light_sh(directions, color=0.6, ambient=0.4).reshape(batch_size, 2, 9, 3),
+    }
+
+
 def snapshot_function(config: NeRFFaceShopConfig, count: int = 8) -> Callable[[dict], Tensor]:
     """``G_ema``'s images of fixed identities and animations from an orbit, under the average light."""
     from headforge.apps.generate import camera_labels, frontal_label
@@ -288,9 +312,13 @@ def snapshot_function(config: NeRFFaceShopConfig, count: int = 8) -> Callable[[d
 
 
 def build_training(config: NeRFFaceShopConfig, dataset, device: torch.device) -> TrainingPlan:
-    """Networks, optimisers and phases of a NeRFFaceShop run on a ``PairDataset`` (or clips to pair up)."""
-    pairs = dataset if isinstance(dataset, PairDataset) else build_dataset(config, dataset)
-    frames = pairs.dataset
+    """Networks, optimisers and phases of a NeRFFaceShop run.
+
+    ``dataset`` is the ``PairDataset`` the trainer iterates (from
+    ``build_dataset``) or any dataset with ``labels_tensor``; the phases expect
+    pair batches (see ``random_pair_batch`` for timing runs).
+    """
+    frames = dataset.dataset if isinstance(dataset, PairDataset) else dataset
     generator = NeRFFaceShopGenerator(config)
     generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
     discriminator = build_discriminator(config)

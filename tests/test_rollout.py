@@ -1,0 +1,131 @@
+"""Rolled-out tri-plane synthesis: axis pooling against a direct reference, per-plane layers, bookkeeping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from headforge.nn.filters import setup_filter, upsample2d
+from headforge.nn.rollout import (
+    RolloutSynthesisBlock,
+    RolloutSynthesisLayer,
+    RolloutSynthesisNetwork,
+    RolloutToPlanes,
+    axis_pooled_context,
+    roll_in,
+    roll_out,
+    split_block_ws,
+    upsample_planes,
+)
+from headforge.nn.triplane import PLANE_LAYOUTS
+
+
+def reference_context(planes: torch.Tensor, layout: str) -> torch.Tensor:
+    """Axis pooling pixel by pixel from the layout's axes (slow, obvious)."""
+    batch, _, channels, size, _ = planes.shape
+    axes = PLANE_LAYOUTS[layout]
+    out = torch.zeros(batch, 3, 2 * channels, size, size, dtype=planes.dtype)
+    for target in range(3):
+        sources = [q for q in range(3) if q != target]
+        for slot, source in enumerate(sources):
+            (shared,) = set(axes[target]) & set(axes[source])
+            for row in range(size):
+                for col in range(size):
+                    # Pixel (row, col) of the target has u = col, v = row along its axes.
+                    index = col if axes[target][0] == shared else row
+                    plane = planes[:, source]
+                    line = plane[:, :, :, index] if axes[source][0] == shared else plane[:, :, index, :]
+                    out[:, target, slot * channels : (slot + 1) * channels, row, col] = line.mean(dim=-1)
+    return out
+
+
+def test_roll_out_round_trip_and_layout() -> None:
+    planes = torch.randn(2, 3, 4, 5, 5)
+    strip = roll_out(planes)
+    assert strip.shape == (2, 4, 5, 15)
+    assert torch.equal(strip[..., 5:10], planes[:, 1])
+    assert torch.equal(roll_in(strip), planes)
+    with pytest.raises(ValueError):
+        roll_in(torch.zeros(1, 2, 3, 7))
+
+
+def test_axis_pooling_matches_reference() -> None:
+    planes = torch.randn(2, 3, 3, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(axis_pooled_context(planes), reference_context(planes, "xy_xz_yz"))
+
+
+def test_axis_pooling_passes_a_profile_along_the_shared_axis() -> None:
+    """XZ varying only with x: XY's context from XZ is that profile along XY's x axis (its width)."""
+    size = 8
+    profile = torch.linspace(-1, 1, size)
+    planes = torch.zeros(1, 3, 1, size, size)
+    planes[0, 1, 0] = profile[None, :]  # XZ: x along width, constant along z (height)
+    context = axis_pooled_context(planes)
+    assert torch.equal(context[0, 0, 0], profile[None, :].expand(size, size))  # XY's slot 0 = from XZ
+    # YZ shares z with XZ, which is constant: YZ sees XZ's mean everywhere.
+    torch.testing.assert_close(context[0, 2, 0], torch.full((size, size), float(profile.mean())))
+
+
+def test_axis_pooling_gradient_and_bad_layout() -> None:
+    planes = torch.randn(1, 3, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(axis_pooled_context, (planes,))
+    with pytest.raises(ValueError, match="share exactly one axis"):
+        axis_pooled_context(planes.detach(), layout="eg3d")
+
+
+def test_rollout_layer_is_a_shared_layer_per_plane() -> None:
+    torch.manual_seed(0)
+    layer = RolloutSynthesisLayer(3, 5, w_dim=8, resolution=8, up=2)
+    x, w = torch.randn(2, 3, 3, 4, 4), torch.randn(2, 8)
+    out = layer(x, w, noise_mode="const", fused_modconv=False)
+    assert out.shape == (2, 3, 5, 8, 8)
+    mixed = torch.cat([x, axis_pooled_context(x)], dim=2)
+    for b in range(2):
+        for p in range(3):
+            expected = layer.layer(mixed[b : b + 1, p], w[b : b + 1], noise_mode="const", fused_modconv=False)
+            torch.testing.assert_close(out[b, p], expected[0], rtol=1e-5, atol=1e-5)
+
+
+def test_to_planes_is_torgb_per_plane_and_scales_init() -> None:
+    torch.manual_seed(0)
+    head = RolloutToPlanes(4, 2, w_dim=6)
+    x, w = torch.randn(2, 3, 4, 5, 5), torch.randn(2, 6)
+    out = head(x, w)
+    for b in range(2):
+        for p in range(3):
+            torch.testing.assert_close(out[b, p], head.layer(x[b : b + 1, p], w[b : b + 1])[0])
+    torch.manual_seed(0)
+    small = RolloutToPlanes(4, 2, w_dim=6, init_scale=1e-4)
+    torch.testing.assert_close(small.layer.weight, head.layer.weight * 1e-4)
+
+
+def test_upsample_planes_is_per_plane_fir_upsampling() -> None:
+    planes = torch.randn(2, 3, 4, 5, 5)
+    f = setup_filter([1, 3, 3, 1])
+    up = upsample_planes(planes, f)
+    for p in range(3):
+        torch.testing.assert_close(up[:, p], upsample2d(planes[:, p], f))
+
+
+def test_block_skip_path_and_network_bookkeeping() -> None:
+    torch.manual_seed(0)
+    network = RolloutSynthesisNetwork(
+        w_dim=8, resolution=16, plane_channels=4, channel_base=64, channel_max=8
+    )
+    assert network.num_ws == 1 + 2 + 2 + 1 and [b.resolution for b in network.blocks] == [4, 8, 16]
+    ws = torch.randn(2, network.num_ws, 8)
+    planes = network(ws, noise_mode="const")
+    assert planes.shape == (2, 3, 4, 16, 16) and torch.isfinite(planes).all()
+    views = split_block_ws(ws, network.blocks)
+    assert [v.shape[1] for v in views] == [2, 3, 3] and torch.equal(views[1][:, 0], ws[:, 1])
+    with pytest.raises(ValueError):
+        split_block_ws(ws[:, :-1], network.blocks)
+    # A block adds its ToRGB output to the upsampled running planes.
+    block: RolloutSynthesisBlock = network.blocks[1]
+    x4, img4 = network.blocks[0](None, None, views[0], noise_mode="const")
+    x8, img8 = block(x4, img4, views[1], noise_mode="const")
+    own = block.torgb(x8, views[1][:, -1], fused_modconv=False)
+    torch.testing.assert_close(img8, upsample_planes(img4, block.resample_filter) + own, rtol=1e-5, atol=1e-5)
+    # Samples are independent: each sample's planes depend on its own ws only.
+    single = network(ws[1:], noise_mode="const")
+    torch.testing.assert_close(single[0], planes[1], rtol=1e-4, atol=1e-5)
