@@ -64,7 +64,16 @@ def test_is_a_head_model_with_documented_sizes(model: ProceduralHeadModel) -> No
     assert model.n_expression == len(EXPRESSION_NAMES) >= 30
     assert len(set(model.shape_names)) == model.n_shape
     assert len(set(model.expression_names)) == model.n_expression
-    for name in ("jaw_open", "smile", "smile_left", "smile_right", "frown", "blink_left", "blink_right", "pout"):
+    for name in (
+        "jaw_open",
+        "smile",
+        "smile_left",
+        "smile_right",
+        "frown",
+        "blink_left",
+        "blink_right",
+        "pout",
+    ):
         assert name in model.expression_names
     assert model.faces.dtype == torch.long and model.faces.shape[1] == 3
     assert int(model.faces.max()) == model.n_vertices - 1
@@ -129,7 +138,9 @@ def test_world_frame_matches_ffhq_framing(model: ProceduralHeadModel) -> None:
     assert 0.45 <= crown_y - chin_y <= 0.5
     assert 0.25 <= lmk[30, 2] <= 0.3  # nose tip
     assert head[:, 2].argmax() == np.argmax(head[:, 2])  # (trivial) and the nose is the front-most point:
-    assert abs(head[head[:, 2].argmax(), 0]) < 1e-6 and head[:, 2].max() == pytest.approx(lmk[30, 2], abs=0.01)
+    assert abs(head[head[:, 2].argmax(), 0]) < 1e-6 and head[:, 2].max() == pytest.approx(
+        lmk[30, 2], abs=0.01
+    )
     assert np.all(np.abs(verts) < 0.5)
     assert abs(0.5 * (crown_y + chin_y)) < 0.05  # head centred near the origin
     assert lmk[36:48, 1].mean() == pytest.approx(0.02, abs=0.01)
@@ -145,7 +156,7 @@ def test_landmarks_are_on_the_surface_in_ibug_order(model: ProceduralHeadModel) 
     )
     assert cKDTree(eyeballs).query(lmk[68:])[0].max() < 1e-6
     assert lmk[0, 0] < -0.1 and lmk[16, 0] > 0.1 and abs(lmk[8, 0]) < 1e-6
-    assert lmk[8, 1] == lmk[:17, 1].min()
+    assert lmk[8, 1] < lmk[:17, 1].min() + 0.003
     assert np.all(np.diff(lmk[17:22, 0]) > 0) and np.all(np.diff(lmk[22:27, 0]) > 0)
     assert np.all(np.diff(lmk[27:31, 1]) < 0)  # bridge runs down to the tip
     assert lmk[36, 0] < lmk[39, 0] < 0 < lmk[42, 0] < lmk[45, 0]
@@ -159,12 +170,14 @@ def test_jaw_open_moves_the_lower_face_and_parts_the_lips(model: ProceduralHeadM
     opened = model(expression=_expr(model, jaw_open=1.0))
     delta = (opened.vertices - rest.vertices)[0].numpy()
     lmk0, lmk1 = rest.landmarks[0].numpy(), opened.landmarks[0].numpy()
-    assert lmk1[8, 1] - lmk0[8, 1] < -0.03  # chin down
+    assert lmk1[8, 1] - lmk0[8, 1] < -0.015  # chin (menton) down
+    verts = model.v_template.numpy()
+    chin_front = (verts[:, 1] < -0.17) & (verts[:, 2] > 0.19) & (np.abs(verts[:, 0]) < 0.02)
+    assert delta[chin_front, 1].mean() < -0.035
     assert lmk1[57, 1] - lmk0[57, 1] < -0.02  # lower lip down
     gap0 = np.linalg.norm(lmk0[62] - lmk0[66])
     gap1 = np.linalg.norm(lmk1[62] - lmk1[66])
     assert gap0 < 1e-3 and gap1 > 0.03
-    verts = model.v_template.numpy()
     forehead = (verts[:, 1] > 0.1) & (verts[:, 2] > 0.1)
     assert np.abs(delta[forehead]).max() < 1e-6
     lower = model.part_vertex_slices["lower_teeth"]
@@ -173,25 +186,36 @@ def test_jaw_open_moves_the_lower_face_and_parts_the_lips(model: ProceduralHeadM
     assert np.abs(delta[upper]).max() < 1e-6
 
 
-def _front_visible(vertices: np.ndarray, surface: np.ndarray, query: np.ndarray, pixel: float = 0.007) -> np.ndarray:
-    """Orthographic frontal point-depth test: which query vertices lie in front of every surface vertex in
-    their pixel (the surface is sampled densely enough that each face pixel holds surface vertices)."""
-    def cells(points: np.ndarray) -> np.ndarray:
-        return np.floor(points[:, :2] / pixel).astype(np.int64) @ np.array([1, 100003])
-
-    front: dict[int, float] = {}
-    for key, z in zip(cells(vertices[surface]).tolist(), vertices[surface, 2].tolist()):
-        front[key] = max(front.get(key, -np.inf), z)
-    keys = cells(vertices[query])
-    return np.array([z > front.get(k, -np.inf) + 1e-4 for k, z in zip(keys.tolist(), vertices[query, 2].tolist())])
+def _front_visible(vertices: np.ndarray, faces: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Orthographic view from +z: which query vertices are in front of every triangle covering them."""
+    tri = vertices[faces]
+    centre = tri[:, :, :2].mean(axis=1)
+    reach = np.linalg.norm(tri[:, :, :2] - centre[:, None], axis=2).max()
+    tree = cKDTree(centre)
+    visible = np.ones(len(query), dtype=bool)
+    for n, q in enumerate(vertices[query]):
+        cand = np.asarray(tree.query_ball_point(q[:2], reach), dtype=np.int64)
+        if cand.size == 0:
+            continue
+        a, b, c = tri[cand, 0], tri[cand, 1], tri[cand, 2]
+        e1, e2, rel = b[:, :2] - a[:, :2], c[:, :2] - a[:, :2], q[:2] - a[:, :2]
+        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        det = np.where(np.abs(det) < 1e-14, np.nan, det)
+        w1 = (rel[:, 0] * e2[:, 1] - rel[:, 1] * e2[:, 0]) / det
+        w2 = (e1[:, 0] * rel[:, 1] - e1[:, 1] * rel[:, 0]) / det
+        inside = (w1 >= 0) & (w2 >= 0) & (w1 + w2 <= 1)
+        if inside.any():
+            z = (a[:, 2] + w1 * (b[:, 2] - a[:, 2]) + w2 * (c[:, 2] - a[:, 2]))[inside]
+            visible[n] = q[2] > z.max() + 1e-5
+    return visible
 
 
 def test_open_mouth_exposes_the_mouth_interior(model: ProceduralHeadModel) -> None:
     interior = np.flatnonzero(model.region_mask("mouth_interior").numpy())
-    lips_and_skin = np.arange(model.part_vertex_slices["head"].stop)
+    skin_faces = _faces(model, "head")
     for expression, visible in ((None, False), (_expr(model, jaw_open=1.0), True)):
         verts = model(expression=expression).vertices[0].numpy()
-        shown = _front_visible(verts, lips_and_skin, interior)
+        shown = _front_visible(verts, skin_faces, interior)
         assert shown.any() == visible
 
 
@@ -245,7 +269,12 @@ def test_expression_components_act_where_named(model: ProceduralHeadModel, name:
 
 def test_one_sided_components_stay_on_their_side(model: ProceduralHeadModel) -> None:
     verts = model.v_template.numpy()
-    for name, sign in (("smile_left", 1), ("smile_right", -1), ("brow_inner_raise_left", 1), ("blink_right", -1)):
+    for name, sign in (
+        ("smile_left", 1),
+        ("smile_right", -1),
+        ("brow_inner_raise_left", 1),
+        ("blink_right", -1),
+    ):
         dirs = model.exprdirs[..., model.expression_names.index(name)].norm(dim=-1).numpy()
         same = verts[:, 0] * sign > 0.01
         other = verts[:, 0] * sign < -0.01
@@ -314,8 +343,12 @@ def test_skinning_weights_and_global_rotation(model: ProceduralHeadModel) -> Non
     # Rigid: pairwise distances preserved on a sample of vertices.
     idx = torch.arange(0, model.n_vertices, 97)
     exact = "donot_use_mm_for_euclid_dist"
-    torch.testing.assert_close(torch.cdist(rel1[idx], rel1[idx], compute_mode=exact), torch.cdist(rel0[idx], rel0[idx], compute_mode=exact), atol=5e-6,
-                               rtol=0)
+    torch.testing.assert_close(
+        torch.cdist(rel1[idx], rel1[idx], compute_mode=exact),
+        torch.cdist(rel0[idx], rel0[idx], compute_mode=exact),
+        atol=5e-6,
+        rtol=0,
+    )
 
 
 def test_jaw_pose_opens_the_mouth_like_the_expression(model: ProceduralHeadModel) -> None:

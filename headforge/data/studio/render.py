@@ -206,7 +206,8 @@ def _render_pass(view: _View, background: Tensor, factor: int) -> _Buffers:
     size = view.resolution * factor
     upsampled = background.repeat_interleave(factor, 0).repeat_interleave(factor, 1).reshape(size * size, 3)
     buffers = _Buffers(upsampled)
-    opaque = view.rasterize(view.scene.opaque, factor, cull=False)
+    # Every opaque surface is closed or listed with both windings: back faces can be culled.
+    opaque = view.rasterize(view.scene.opaque, factor, cull=True)
     buffers.blend(_shade_layer(view, view.scene.opaque, 0, opaque, opaque.mask[0]))
     shells = view.scene.shells
     if shells is not None:

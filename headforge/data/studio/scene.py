@@ -163,18 +163,16 @@ def pose_scene(
     if hair.extra_vertices.shape[0]:
         extra_world = hair.extra_vertices @ rotation.T + translation
         extra_normals = vertex_normals(extra_world, hair.extra_faces)
+        # Two-sided sheets are listed twice, once per winding, so the layer can cull back faces.
+        two_sided = is_two_sided(hair.extra_materials)
+        extra_faces = torch.cat([hair.extra_faces, hair.extra_faces[two_sided][:, [0, 2, 1]]])
+        extra_materials = torch.cat([hair.extra_materials, hair.extra_materials[two_sided]])
         layers_vertices.append(extra_world)
         layers_corners.append(
-            _corners(
-                extra_world,
-                extra_normals,
-                hair.extra_vertices,
-                torch.ones(extra_world.shape[0]),
-                hair.extra_faces,
-            )
+            _corners(extra_world, extra_normals, hair.extra_vertices, torch.ones(extra_world.shape[0]), extra_faces)
         )
-        layers_faces.append(hair.extra_faces + offset)
-        layers_materials.append(hair.extra_materials)
+        layers_faces.append(extra_faces + offset)
+        layers_materials.append(extra_materials)
         offset += extra_world.shape[0]
     body = identity.look.body
     body_normals = vertex_normals(body.vertices, body.faces)

@@ -117,7 +117,8 @@ def render_shadow_map(
 
     Args:
         vertices: (V, 3) world positions of every shadow-casting surface.
-        faces: (F, 3) vertex indices.
+        faces: (F, 3) vertex indices, counter-clockwise seen from outside (closed surfaces, or
+            two-sided sheets given with both windings).
         direction: (3,) direction towards the light.
         resolution: map size in texels (square).
         extent: half size in world units of the covered square (must contain the scene).

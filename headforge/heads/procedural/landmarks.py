@@ -11,8 +11,10 @@ corner, lower lid); 48-59 outer lip contour (right corner, upper lip right
 centre, 69 right iris centre.
 
 Lid and inner-lip points are the slit's own vertices (corners, upper copies,
-lower copies), so blinks and mouth opening move them exactly; the others are
-the skin vertices nearest to anatomical target points on the template.
+lower copies), so blinks and mouth opening move them exactly; the jaw contour
+is the template's frontal silhouette; the others are the front-most skin
+vertices at anatomical target points. All are fixed vertices (a static
+embedding, like FLAME's).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from headforge.heads.procedural.assembly import MeshParts
+from headforge.heads.procedural.regions import ear_mask
 from headforge.heads.procedural.surface import HeadLayout
 
 __all__ = ["landmark_vertices"]
@@ -49,21 +52,27 @@ def landmark_vertices(
     front = skin[vertices[skin, 2] > 0.05]
     ids = np.zeros(70, dtype=np.int64)
 
-    # Jaw contour: static points from the front of the ear, along the jaw's lower border, to the chin.
-    gonion = np.array([g["jaw_half_x"] + 0.004, g["gonion_y"] + 0.006, 0.04])
-    # The chin point is the lowest midline skin vertex of the chin (the menton).
-    midline = skin[(np.abs(vertices[skin, 0]) < 1e-9) & (vertices[skin, 2] > 0.1)]
-    chin = vertices[midline[np.argmin(vertices[midline, 1])]]
-    top = np.array([g["cheek_half_x"] - 0.002, g["eye_y"] - 0.02, 0.06])
+    # Jaw contour: the template's frontal silhouette. Point k is the skin vertex farthest from the face
+    # centre (in x, y) within a narrow wedge of directions, sweeping from the right ear (k = 0, 10 degrees
+    # below horizontal) under the chin (k = 8, straight down) to the left ear. Ears and the neck are left
+    # out, so the contour follows the cheeks, the jaw and the chin.
+    p = vertices[skin]
+    jaw_line = np.interp(
+        p[:, 2],
+        [-0.3, -0.05, 0.0, 0.06, 0.12, 0.17, 0.4],
+        [-0.07, -0.11, g["gonion_y"], g["gonion_y"] - 0.028, g["menton_y"] - 0.006, g["menton_y"], g["menton_y"]],
+    )
+    keep = (p[:, 2] > -0.02) & (p[:, 1] > jaw_line - 0.01) & ~ear_mask(p, g)
+    cand = skin[keep]
+    rel = vertices[cand, :2] - np.array([0.0, g["eye_y"] - 0.08])
+    angle = np.arctan2(rel[:, 1], rel[:, 0])
+    radius = np.hypot(rel[:, 0], rel[:, 1])
     for k in range(17):
-        t = abs(k - 8) / 8.0  # 0 at the chin, 1 at the ear
-        side = -1.0 if k < 8 else 1.0
-        if t <= 0.55:
-            target = chin + (gonion - chin) * (t / 0.55)
-        else:
-            target = gonion + (top - gonion) * ((t - 0.55) / 0.45)
-        target = target * np.array([side, 1.0, 1.0])
-        ids[k] = int(skin[np.argmin(np.linalg.norm(vertices[skin] - target, axis=1))])
+        target = -np.pi / 2 + (k - 8) / 8.0 * np.radians(80.0)
+        wedge = np.abs(np.angle(np.exp(1j * (angle - target)))) < np.radians(2.5)
+        if k == 8:
+            wedge &= np.abs(vertices[cand, 0]) < 1e-9  # the chin point on the midline
+        ids[k] = int(cand[wedge][np.argmax(radius[wedge])])
 
     brow_x = np.linspace(0.105, 0.018, 5)
     brow_y = g["brow_y"] + 0.002 - 18.0 * (brow_x - 0.058) ** 2

@@ -8,7 +8,7 @@ from headforge.heads.procedural.assembly import MeshParts
 from headforge.heads.procedural.features import _nose_height
 from headforge.heads.procedural.surface import HeadLayout
 
-__all__ = ["REGION_NAMES", "REGION_GROUPS", "vertex_regions"]
+__all__ = ["REGION_NAMES", "REGION_GROUPS", "vertex_regions", "ear_mask"]
 
 REGION_NAMES: tuple[str, ...] = (
     "skin",
@@ -40,7 +40,8 @@ _HAIRLINE_PHI = np.array([0.0, 0.4, 0.7, 0.95, 1.2, 1.33, 1.48, 1.75, 2.0, 2.3, 
 _HAIRLINE_Y = np.array([0.148, 0.14, 0.115, 0.088, 0.06, 0.025, 0.066, 0.07, 0.0, -0.06, -0.1])
 
 
-def _ear_mask(p: np.ndarray, g: dict[str, float]) -> np.ndarray:
+def ear_mask(p: np.ndarray, g: dict[str, float]) -> np.ndarray:
+    """(N,) True for points (N, 3) on the ear shells."""
     size = g["ear_size"]
     c, s = np.cos(g["ear_tilt"]), np.sin(g["ear_tilt"])
     dz, dy = p[:, 2] - g["ear_z"], p[:, 1] - g["ear_y"]
@@ -98,7 +99,7 @@ def vertex_regions(
     head_label[brows] = idx["brows"]
     hair = y > np.interp(np.abs(layout.phi), _HAIRLINE_PHI, _HAIRLINE_Y)
     head_label[hair] = idx["hair"]
-    head_label[_ear_mask(p, g)] = idx["ears"]
+    head_label[ear_mask(p, g)] = idx["ears"]
     label[head] = head_label
 
     for name in ("left_eye_socket", "right_eye_socket"):
