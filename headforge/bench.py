@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from headforge.apps.generate import frontal_label
 from headforge.models.registry import get_model_spec
 
 
@@ -39,30 +38,14 @@ def time_call(fn: Callable[[], Any], repeats: int, device: torch.device) -> floa
 
 
 @torch.inference_mode()
-def bench_generation(generator, repeats: int, device: torch.device) -> dict[str, float]:
-    """Per-stage and whole-image timings of one image at batch 1."""
-    config = generator.config
-    z = torch.randn(1, config.z_dim, device=device)
-    c = frontal_label(1, device)
-    ws = generator.map(z, c)
-    planes = generator.synthesize_planes(ws, noise_mode="const")
-    raw = generator.render_raw(planes, c, perturb=False)
-    stages = {
-        "mapping": lambda: generator.map(z, c),
-        "synthesis": lambda: generator.synthesize_planes(ws, noise_mode="const"),
-        "rendering": lambda: generator.render_raw(planes, c, perturb=False),
-        "superresolution": lambda: generator.superresolve(raw, ws, noise_mode="const"),
-    }
+def bench_generation(spec, generator, repeats: int, device: torch.device) -> dict[str, float]:
+    """Warm median seconds of each of the system's generation stages at batch 1."""
+    stages = spec.generation_stages(generator, device)
     result = {f"{name}_seconds": time_call(fn, repeats, device) for name, fn in stages.items()}
-
-    def whole() -> None:
-        generator(z, c, noise_mode="const", perturb=False)
-
-    seconds = time_call(whole, repeats, device)
-    result["seconds_per_image"] = seconds
-    result["images_per_second"] = 1.0 / seconds
-    result["neural_rendering_resolution"] = config.neural_rendering_resolution
-    result["output_resolution"] = config.output_resolution
+    result["seconds_per_image"] = result["full_seconds"]
+    result["images_per_second"] = 1.0 / result["full_seconds"]
+    result["neural_rendering_resolution"] = generator.config.neural_rendering_resolution
+    result["output_resolution"] = generator.config.output_resolution
     return result
 
 
@@ -105,7 +88,7 @@ def run_benchmarks(
             "device": str(torch_device),
             "threads": torch.get_num_threads(),
             "generator_parameters": sum(p.numel() for p in generator.parameters()),
-            "generate": bench_generation(generator, repeats, torch_device),
+            "generate": bench_generation(spec, generator, repeats, torch_device),
         }
         del generator
         if train:
@@ -125,8 +108,9 @@ def format_report(results: list[dict[str, Any]]) -> str:
             f"G {result['generator_parameters'] / 1e6:.1f} M parameters, "
             f"{gen['output_resolution']}px from {gen['neural_rendering_resolution']}px neural rendering"
         )
-        for stage in ("mapping", "synthesis", "rendering", "superresolution"):
-            lines.append(f"  {stage:<16} {gen[stage + '_seconds'] * 1000:10.1f} ms")
+        for key, value in gen.items():
+            if key.endswith("_seconds") and key != "full_seconds":
+                lines.append(f"  {key[: -len('_seconds')]:<16} {value * 1000:10.1f} ms")
         lines.append(
             f"  {'whole image':<16} {gen['seconds_per_image'] * 1000:10.1f} ms "
             f"({gen['images_per_second']:.2f} images/s)"

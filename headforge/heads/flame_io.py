@@ -3,7 +3,8 @@
 FLAME's ``generic_model.pkl`` / ``flame2023.pkl`` are Python-2 pickles whose
 arrays are partly chumpy objects. ``safe_unpickle`` loads them with an
 unpickler that only resolves a short allow-list of globals: numpy array
-reconstruction, scipy.sparse matrices, a few builtins, and every ``chumpy.*``
+reconstruction, scipy.sparse matrices, a few builtins, ``_codecs.encode``
+(bytes in protocol-2 pickles), and every ``chumpy.*``
 class mapped to a tiny stand-in that just keeps the pickled state (whose
 ``x`` entry is the array). Any other global (``os.system``, ...) is refused
 with an error naming the file. The npz variant is read with
@@ -12,6 +13,7 @@ with an error naming the file. The npz variant is read with
 
 from __future__ import annotations
 
+import codecs
 import copyreg
 import pickle
 import zipfile
@@ -95,6 +97,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             found = _BUILTINS.get(name)
         elif module == "copyreg" and name == "_reconstructor":
             found = _safe_reconstructor
+        elif module == "_codecs" and name == "encode":
+            found = codecs.encode  # how protocol-2 pickles written by Python 3 store bytes
         if found is None:
             raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
         return found

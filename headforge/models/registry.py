@@ -23,6 +23,11 @@ class ModelSpec:
     :class:`TrainingPlan`. ``build_dataset(config, dataset, seed)``, when set,
     turns the checked image dataset into the one the system trains on (e.g.
     frame pairs); the launcher hands that to ``build_training`` and the trainer.
+
+    For ``headforge bench``: ``generation_stages(generator, device)`` returns
+    named zero-argument callables, each running one stage or control path at
+    batch 1 (``"full"`` is the whole image); ``benchmark_batch(config, batch)``
+    returns a random collated training batch shaped like the system's data.
     """
 
     name: str
@@ -34,6 +39,8 @@ class ModelSpec:
     build_training: Callable[..., Any]
     required_dataset_keys: tuple[str, ...] = ()
     build_dataset: Callable[..., Any] | None = None
+    generation_stages: Callable[..., dict[str, Callable[[], Any]]] | None = None
+    benchmark_batch: Callable[..., dict[str, Any]] | None = None
 
 
 @dataclass

@@ -132,27 +132,34 @@ def train(request: TrainRequest) -> dict[str, Any]:
     return trainer.train()
 
 
-class _RandomBatchDataset(torch.utils.data.Dataset):
-    """Random images at a resolution with FFHQ-like camera labels: for timing only."""
+class _BatchDataset(torch.utils.data.Dataset):
+    """The samples of one collated batch as a dataset (for timing phases on a fixed batch)."""
 
-    def __init__(self, count: int, resolution: int) -> None:
-        from headforge.cameras import Camera, sample_ffhq_poses
-
-        generator = torch.Generator().manual_seed(0)
-        self.images = torch.rand(count, 3, resolution, resolution, generator=generator) * 2 - 1
-        yaw, pitch = sample_ffhq_poses(count, generator=generator)
-        self.cameras = Camera.orbit(yaw, pitch).to_label()
-        self.resolution = resolution
+    def __init__(self, batch: dict[str, torch.Tensor]) -> None:
+        self.batch = batch
         self.xflip = False
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return next(iter(self.batch.values())).shape[0]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"image": self.images[index], "camera": self.cameras[index]}
+        return {key: value[index] for key, value in self.batch.items()}
 
     def labels_tensor(self, include_mirrored: bool = False) -> torch.Tensor:
-        return self.cameras
+        return self.batch["camera"].reshape(-1, 25)
+
+
+def random_image_batch(config: Any, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random images (b, 3, R, R) at the config's output resolution with FFHQ-like cameras (b, 25)."""
+    from headforge.cameras import Camera, sample_ffhq_poses
+
+    generator = torch.Generator().manual_seed(seed)
+    resolution = config.output_resolution
+    yaw, pitch = sample_ffhq_poses(batch, generator=generator)
+    return {
+        "image": torch.rand(batch, 3, resolution, resolution, generator=generator) * 2 - 1,
+        "camera": Camera.orbit(yaw, pitch).to_label(),
+    }
 
 
 def build_benchmark_step(
@@ -160,7 +167,8 @@ def build_benchmark_step(
 ) -> tuple[dict[str, Callable[[], Any]], dict[str, int]]:
     """One callable per phase (running it once on a random batch) and each phase's interval."""
     config = dataclasses.replace(config, batch_size=batch)
-    dataset = _RandomBatchDataset(batch, config.output_resolution)
+    make_batch = spec.benchmark_batch or random_image_batch
+    dataset = _BatchDataset(make_batch(config, batch))
     plan = spec.build_training(config, dataset, device)
     out_dir = Path(tempfile.mkdtemp(prefix="headforge-bench-"))
     trainer = Trainer(
@@ -176,7 +184,7 @@ def build_benchmark_step(
         progress=False,
         tensorboard=False,
     )
-    loaded = torch.utils.data.default_collate([dataset[i] for i in range(batch)])
+    loaded = dataset.batch
     calls = {phase.name: (lambda name=phase.name: trainer.run_phase(name, loaded)) for phase in plan.phases}
     intervals = {phase.name: phase.interval for phase in plan.phases}
     return calls, intervals

@@ -29,15 +29,15 @@ DISPLAY_GAMMA = 2.2
 #: Skin tones in display RGB from light to dark (typical of portrait photographs).
 _SKIN_TONES = torch.tensor(
     [
-        [0.95, 0.80, 0.70],
-        [0.90, 0.72, 0.60],
-        [0.84, 0.64, 0.50],
-        [0.76, 0.56, 0.42],
-        [0.66, 0.47, 0.33],
-        [0.54, 0.37, 0.25],
-        [0.42, 0.28, 0.19],
-        [0.31, 0.21, 0.15],
-        [0.23, 0.16, 0.12],
+        [0.96, 0.82, 0.74],
+        [0.92, 0.75, 0.65],
+        [0.86, 0.67, 0.56],
+        [0.78, 0.59, 0.47],
+        [0.68, 0.50, 0.38],
+        [0.56, 0.40, 0.30],
+        [0.45, 0.31, 0.23],
+        [0.34, 0.23, 0.17],
+        [0.25, 0.17, 0.13],
     ]
 )
 
@@ -246,7 +246,7 @@ def sample_appearance(generator: torch.Generator) -> Appearance:
         else torch.tensor([0.7, 0.25, 0.05, 0.0, 0.0, 0.0])
     )
     iris_display = _IRIS_COLORS[_choice(iris_weights, generator)] * (0.8 + 0.4 * _rand(generator))
-    sclera_display = torch.tensor([0.88, 0.84, 0.8]) * (0.9 + 0.1 * _rand(generator))
+    sclera_display = torch.tensor([0.8, 0.77, 0.74]) * (0.85 + 0.15 * _rand(generator))
     stubble = masculine * _rand(generator) if masculine > 0.55 else 0.0
     beard = 0.003 + 0.007 * _rand(generator) if masculine > 0.7 and _rand(generator) < 0.45 else 0.0
     hair_style = _sample_hair_style(generator, masculine)
@@ -268,7 +268,7 @@ def sample_appearance(generator: torch.Generator) -> Appearance:
         pores=0.3 + 0.7 * _rand(generator),
         lips=display_to_linear(lips),
         brows=display_to_linear(brows_display),
-        brow_thickness=0.011 + 0.007 * _rand(generator) + 0.004 * masculine,
+        brow_thickness=0.014 + 0.008 * _rand(generator) + 0.004 * masculine,
         brow_density=0.75 + 0.25 * _rand(generator),
         stubble=stubble,
         beard=beard,

@@ -90,7 +90,7 @@ def lip_mask(points: Tensor, landmarks: Tensor, softness: float = 0.0015) -> Ten
     return soft_band(signed, 0.0, softness) * front
 
 
-def brow_distance(points: Tensor, landmarks: Tensor, flatten: float = 0.35) -> tuple[Tensor, Tensor]:
+def brow_distance(points: Tensor, landmarks: Tensor, flatten: float = 0.5) -> tuple[Tensor, Tensor]:
     """Distance (N,) to the nearer brow line and the position (N,) along it (0 inner end, 1 tail).
 
     The brow line runs through the brow landmarks with its arch flattened by

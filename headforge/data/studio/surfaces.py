@@ -31,8 +31,9 @@ from headforge.data.studio.noise import LatticeNoise
 
 __all__ = ["IdentityLook", "SurfaceSamples", "evaluate_surfaces", "IRIS_ANGLE"]
 
-#: Angular radius (radians, seen from the eyeball centre) of the iris: asin(iris radius / eye radius).
-IRIS_ANGLE = 0.5
+#: Angular radius (radians, seen from the eyeball centre) of the painted iris, a little larger than
+#: asin(iris radius / eye radius) of a real eye so that less sclera shows in wide lid openings.
+IRIS_ANGLE = 0.56
 
 
 @dataclass

@@ -164,7 +164,7 @@ def side_height(p0: np.ndarray, g: dict[str, float]) -> np.ndarray:
     cheekbone = g["cheekbone"] * ellipse_bump(
         axf, yf, g["cheekbone_x"], g["cheekbone_y"], 0.055, 0.036, angle=-0.15
     )
-    cheek = g["cheek_fullness"] * ellipse_bump(axf, yf, 0.072, -0.085, 0.045, 0.045)
+    cheek = g["cheek_fullness"] * ellipse_bump(axf, yf, 0.075, -0.08, 0.05, 0.05)
     temple = -g["temple_hollow"] * ellipse_bump(axf, yf, 0.125, 0.065, 0.04, 0.045)
     # Face features are placed in (|x|, y) but fade out towards the back of the head.
     h[face] += (cheekbone + cheek + temple) * smoothstep(-0.02, 0.08, z[face])

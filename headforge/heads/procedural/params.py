@@ -17,9 +17,9 @@ NOMINAL: dict[str, float] = {
     "dome_y": 0.085,  # where the cranial dome starts to close
     "dome_side_power": 2.2,  # >2 makes the dome squarer seen from the front
     "dome_front_power": 2.5,  # >2 keeps the forehead upright longer
-    "head_half_x": 0.151,  # widest cranium (parietal)
-    "temple_half_x": 0.147,
-    "cheek_half_x": 0.140,  # zygomatic width
+    "head_half_x": 0.156,  # widest cranium (parietal)
+    "temple_half_x": 0.152,
+    "cheek_half_x": 0.143,  # zygomatic width
     "jaw_half_x": 0.108,  # width at the jaw angles
     "forehead_z": 0.198,
     "brow_z": 0.200,
@@ -34,8 +34,8 @@ NOMINAL: dict[str, float] = {
     "jaw_line_blend": 0.024,  # rounding of the jaw's lower border
     "neck_z": -0.025,
     "neck_lean": -0.2,  # dz/dy of the neck axis (the neck base sits forward)
-    "neck_half_x": 0.094,
-    "neck_half_z": 0.1,
+    "neck_half_x": 0.1,
+    "neck_half_z": 0.105,
     "neck_bottom_y": -0.43,
     "neck_top_y": -0.06,
     "neck_blend": 0.06,
@@ -85,18 +85,18 @@ NOMINAL: dict[str, float] = {
     "nasolabial_depth": 0.0015,
     "philtrum_depth": 0.0014,
     # --- cheeks, temples, jaw angle
-    "cheekbone": 0.009,
+    "cheekbone": 0.007,
     "cheekbone_x": 0.09,
     "cheekbone_y": -0.012,
-    "cheek_fullness": 0.01,
+    "cheek_fullness": 0.013,
     "temple_hollow": 0.006,
     "jaw_angle": 0.004,
     # --- ears
-    "ear_size": 1.0,
+    "ear_size": 1.08,
     "ear_tilt": 0.25,
     "ear_z": -0.012,
     "ear_y": -0.008,
-    "ear_protrusion": 0.02,
+    "ear_protrusion": 0.026,
     # --- regional offsets applied after construction (shape components that move a slit)
     "eye_spacing_offset": 0.0,  # each eye moves outwards (x) by this much
     "eye_height_offset": 0.0,

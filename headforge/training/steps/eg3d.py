@@ -188,6 +188,24 @@ def build_training(config: EG3DConfig, dataset, device: torch.device) -> Trainin
     )
 
 
+def generation_stages(generator: TriplaneGenerator, device: torch.device) -> dict[str, Callable[[], object]]:
+    """EG3D's stages at batch 1, each fed the previous stage's cached output: for ``headforge bench``."""
+    from headforge.apps.generate import frontal_label
+
+    z = torch.randn(1, generator.config.z_dim, device=device)
+    c = frontal_label(1, device)
+    ws = generator.map(z, c)
+    planes = generator.synthesize_planes(ws, noise_mode="const")
+    raw = generator.render_raw(planes, c, perturb=False)
+    return {
+        "mapping": lambda: generator.map(z, c),
+        "synthesis": lambda: generator.synthesize_planes(ws, noise_mode="const"),
+        "rendering": lambda: generator.render_raw(planes, c, perturb=False),
+        "superresolution": lambda: generator.superresolve(raw, ws, noise_mode="const"),
+        "full": lambda: generator(z, c, noise_mode="const", perturb=False),
+    }
+
+
 SPEC = ModelSpec(
     name="eg3d",
     description="EG3D tri-plane GAN (the shared backbone of every headforge system)",
@@ -196,4 +214,5 @@ SPEC = ModelSpec(
     build_generator=TriplaneGenerator,
     build_discriminator=build_discriminator,
     build_training=build_training,
+    generation_stages=generation_stages,
 )

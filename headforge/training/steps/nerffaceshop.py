@@ -356,6 +356,33 @@ def build_training(config: NeRFFaceShopConfig, dataset, device: torch.device) ->
     )
 
 
+def generation_stages(
+    generator: NeRFFaceShopGenerator, device: torch.device
+) -> dict[str, Callable[[], object]]:
+    """The full pass and the three incremental control paths at batch 1, for ``headforge bench``.
+
+    Each path ends with rendering + super-resolution, so the times compare what
+    a viewer pays when the camera, the light or the animation changes.
+    """
+    from headforge.apps.generate import frontal_label
+    from headforge.lighting import directional_light_sh
+    from headforge.models.nerffaceshop_controls import HeadControls
+
+    config = generator.config
+    controls = HeadControls(generator)
+    z = torch.randn(1, config.z_dim, device=device)
+    m = torch.randn(1, config.motion_dim, device=device)
+    camera = frontal_label(1, device)
+    sh = directional_light_sh(torch.tensor([[0.3, 0.2, 1.0]]), color=0.6, ambient=0.4).to(device)
+    cache = controls.build(z, camera, m, sh)
+    return {
+        "camera_only": lambda: controls.render(cache, camera),
+        "light_only": lambda: controls.render(controls.relight(cache, sh), camera),
+        "animation_only": lambda: controls.render(controls.reanimate(cache, m), camera),
+        "full": lambda: controls.render(controls.build(z, camera, m, sh), camera),
+    }
+
+
 SPEC = ModelSpec(
     name="nerffaceshop",
     description="NeRFFaceShop: animatable, relightable tri-plane GAN trained on video frame pairs",
@@ -366,4 +393,6 @@ SPEC = ModelSpec(
     build_training=build_training,
     required_dataset_keys=("sh", "clips"),
     build_dataset=build_dataset,
+    generation_stages=generation_stages,
+    benchmark_batch=random_pair_batch,
 )
