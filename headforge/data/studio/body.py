@@ -108,8 +108,8 @@ def build_body(
     shoulder_half_x = 0.2 + 0.05 * float(u[0])
     chest_half_z = 0.105 + 0.03 * float(u[1])
     top_y = neck_ref_y + 0.01
-    rows, cols = 44, 72
-    fall = torch.cat([torch.linspace(0.0, 0.2, 30), torch.linspace(0.23, 0.8, rows - 30)])
+    rows, cols = 34, 60
+    fall = torch.cat([torch.linspace(0.0, 0.2, 24), torch.linspace(0.24, 0.7, rows - 24)])
     y = top_y - fall
     half_x = _smooth_min(0.93 * neck_half_x + 2.0 * (fall - 0.01).clamp(min=0.0), shoulder_half_x, 0.06)
     half_z = 0.93 * neck_half_z + (chest_half_z - 0.93 * neck_half_z) * _smoothstep(0.0, 0.14, fall)

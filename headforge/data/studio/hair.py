@@ -146,14 +146,25 @@ def _curtain(
     cols, rows = 48, 40
     column_azimuth = math.pi + torch.linspace(-span, span, cols)
     row_y = torch.linspace(top_y, bottom_y, rows)
-    angular = torch.remainder(azimuth[None, :] - column_azimuth[:, None] + math.pi, 2 * math.pi) - math.pi
-    near_column = angular.abs() < 0.1  # (C, N)
-    outline = torch.zeros(rows, cols)
-    for i in range(rows):
-        near_row = ((points[:, 1] - row_y[i]).abs() < 0.012)[None, :] & near_column
-        outline[i] = torch.where(
-            near_row, radius[None, :].expand_as(near_row), torch.zeros_like(angular)
-        ).amax(1)
+    # Widest head point per (row, column): every vertex updates the cells whose azimuth lies within
+    # 0.1 rad and whose height within 0.012 of it (a scatter-max over a few neighbouring cells).
+    col_step = 2.0 * span / (cols - 1)
+    row_step = (top_y - bottom_y) / (rows - 1)
+    # Azimuth from the first column, in [-0.5, 2 pi - 0.5): points just before it stay close to it.
+    from_first = torch.remainder(azimuth - (math.pi - span) + 0.5, 2 * math.pi) - 0.5
+    base_col = torch.round(from_first / col_step).long()
+    base_row = torch.round((top_y - points[:, 1]) / row_step).long()
+    outline = torch.zeros(rows * cols)
+    reach_c, reach_r = int(math.ceil(0.1 / col_step)), int(math.ceil(0.012 / row_step))
+    for dc in range(-reach_c, reach_c + 1):
+        col = base_col + dc
+        near_column = (from_first - col * col_step).abs() < 0.1
+        for dr in range(-reach_r, reach_r + 1):
+            row = base_row + dr
+            near_row = (points[:, 1] - (top_y - row * row_step)).abs() < 0.012
+            valid = near_column & near_row & (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
+            outline.scatter_reduce_(0, (row * cols + col)[valid], radius[valid], reduce="amax")
+    outline = outline.reshape(rows, cols)
     outline = torch.cummax(outline, dim=0).values  # the hair falls straight below the widest point
     outline = F.avg_pool1d(F.pad(outline[None], (2, 2), mode="replicate"), 5, 1)[0]  # smooth across columns
     fall = (ear_y - row_y).clamp(min=0.0)[:, None]

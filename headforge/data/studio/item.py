@@ -43,7 +43,7 @@ def studio_settings(resolution: int) -> dict[str, int]:
         "supersample": 2,
         "texture": 256 if resolution <= 128 else (512 if resolution <= 256 else 1024),
         "shadow_map": int(min(1024, max(256, 2 * resolution))),
-        "shells": 5 if resolution <= 128 else (7 if resolution <= 256 else 9),
+        "shells": 4 if resolution <= 128 else (6 if resolution <= 256 else 8),
     }
 
 

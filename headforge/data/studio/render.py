@@ -152,7 +152,9 @@ def _shade_layer(view: _View, layer: MeshLayer, batch: int, fragments: Fragments
     cast = world.new_ones(world.shape[0], rig.directions.shape[0])
     for light, shadow in enumerate(view.shadow_maps):
         if shadow is not None:
-            cast[:, light] = shadow.visibility(world, normal)
+            # Surfaces turned away from the light are dark anyway (attached shadow): skip their lookups.
+            facing = (normal * rig.directions[light].to(normal)).sum(-1) > -0.2
+            cast[facing, light] = shadow.visibility(world[facing], normal[facing])
     shading, visibility = diffuse_shading(normal, rig, cast)
     # Strand directions are painted in the template frame; the head joint carries them into the world.
     tangent = F.normalize(surface.tangent @ view.scene.head_rotation.T.to(world), dim=-1)

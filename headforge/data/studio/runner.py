@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -106,7 +108,11 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(factory: HeadModelFactory, preset_name: str, resolution: int, seed: int, out: str) -> None:
-    """Pool initializer: one thread per process, one studio context per process."""
+    """Pool initializer: one thread per process, one studio context per process.
+
+    Workers ignore Ctrl-C: the parent handles it (stops the pool and reports how to resume).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     _WORKER.update(
         context=StudioContext(factory(), resolution), preset=get_preset(preset_name), seed=seed, out=Path(out)
@@ -311,6 +317,14 @@ def run_synth(
                     append_manifest(out, [record])
                     fresh.add(index)
                     bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        print(
+            f"\nsynth interrupted after {len(done) + len(fresh)} of {count} images; "
+            "rerun the same command to resume.",
+            file=sys.stderr,
+        )
+        raise
     finally:
         bar.close()
     render_seconds = time.perf_counter() - start

@@ -169,7 +169,9 @@ def pose_scene(
         extra_materials = torch.cat([hair.extra_materials, hair.extra_materials[two_sided]])
         layers_vertices.append(extra_world)
         layers_corners.append(
-            _corners(extra_world, extra_normals, hair.extra_vertices, torch.ones(extra_world.shape[0]), extra_faces)
+            _corners(
+                extra_world, extra_normals, hair.extra_vertices, torch.ones(extra_world.shape[0]), extra_faces
+            )
         )
         layers_faces.append(extra_faces + offset)
         layers_materials.append(extra_materials)

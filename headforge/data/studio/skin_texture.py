@@ -109,13 +109,13 @@ def paint_skin_texture(
     # Tone with large blotches and fine pores (multiplicative, so dark skin keeps its contrast).
     mottling = noise.fbm(points, 18.0, octaves=3)
     albedo = appearance.skin[None].expand(count, 3) * (1.0 + 0.16 * (mottling - 0.5))[:, None]
-    pores = noise.fbm(points, 260.0, octaves=2)
+    pores = noise(points * 260.0)
     albedo = albedo * (1.0 + appearance.pores * 0.14 * (pores - 0.5))[:, None]
 
     # Flush: cheeks, nose tip, ears; redder for light skin.
     flush_color = torch.tensor([0.75, 0.28, 0.26]) * appearance.skin.max()
     flush = (layout.cheeks + 0.7 * layout.nose_tip + 0.6 * layout.ears).clamp(max=1.0)
-    flush = flush * appearance.redness * (0.55 + 0.3 * noise.fbm(points, 40.0, 2))
+    flush = flush * appearance.redness * (0.55 + 0.3 * noise(points * 40.0 + 2.3))
     albedo = _mix(albedo, flush_color, 0.35 * flush)
 
     # Darker skin around the eyes.

@@ -44,6 +44,16 @@ def _slit_row_vertex(layout: HeadLayout, slit_name: str, fraction: float, upper:
     return int(index[slit.row, col])
 
 
+def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(V, 3) area-weighted unit vertex normals of a (sub)mesh (zero for unused vertices)."""
+    a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
+    face_normal = np.cross(b - a, c - a)
+    normals = np.zeros_like(vertices)
+    for k in range(3):
+        np.add.at(normals, faces[:, k], face_normal)
+    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+
+
 def landmark_vertices(
     vertices: np.ndarray, layout: HeadLayout, mesh: MeshParts, g: dict[str, float]
 ) -> np.ndarray:
@@ -60,9 +70,20 @@ def landmark_vertices(
     jaw_line = np.interp(
         p[:, 2],
         [-0.3, -0.05, 0.0, 0.06, 0.12, 0.17, 0.4],
-        [-0.07, -0.11, g["gonion_y"], g["gonion_y"] - 0.028, g["menton_y"] - 0.006, g["menton_y"], g["menton_y"]],
+        [
+            -0.07,
+            -0.11,
+            g["gonion_y"],
+            g["gonion_y"] - 0.028,
+            g["menton_y"] - 0.006,
+            g["menton_y"],
+            g["menton_y"],
+        ],
     )
-    keep = (p[:, 2] > -0.02) & (p[:, 1] > jaw_line - 0.01) & ~ear_mask(p, g)
+    # Surfaces facing down (under the chin and jaw) are hidden from a frontal camera, which sits
+    # slightly above the chin: they cannot hold the silhouette.
+    normals = _vertex_normals(vertices, layout.topology.faces)[skin]
+    keep = (p[:, 2] > -0.02) & (p[:, 1] > jaw_line - 0.01) & ~ear_mask(p, g) & (normals[:, 1] > -0.92)
     cand = skin[keep]
     rel = vertices[cand, :2] - np.array([0.0, g["eye_y"] - 0.08])
     angle = np.arctan2(rel[:, 1], rel[:, 0])

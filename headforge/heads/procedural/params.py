@@ -90,7 +90,7 @@ NOMINAL: dict[str, float] = {
     "cheekbone_y": -0.012,
     "cheek_fullness": 0.013,
     "temple_hollow": 0.006,
-    "jaw_angle": 0.004,
+    "jaw_angle": 0.003,
     # --- ears
     "ear_size": 1.08,
     "ear_tilt": 0.25,

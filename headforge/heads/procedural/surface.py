@@ -1,8 +1,9 @@
 """Head-surface layout (rows, columns, slits) and vertex positions.
 
-Every head-surface vertex is a ray direction (theta, phi) from
-``RAY_ORIGIN``; its position is the base surface along that ray plus the
-feature displacements (features.py). The rows and columns are placed once,
+Every head-surface vertex is a fixed ray with parameters (theta, phi)
+(``base_shape.ray_frame``); its position is the outermost crossing of the base
+surface along that ray plus the feature displacements (features.py), and a
+fixed smoothing of the throat. The rows and columns are placed once,
 from the nominal geometry: columns are denser at the front, rows follow the
 surface's arc length with extra density on the face, and one row passes
 exactly through each lid closure line and the lip slit.
@@ -10,8 +11,8 @@ exactly through each lid closure line and the lip slit.
 Eyelids open by moving ray directions: on the upper side of an eye slit the
 rows are pushed up (towards smaller theta) by an almond-shaped amount that
 fades over the lid, on the lower side pushed down. The lid margins then lie
-on the closed-lid sphere around the eyeball, and a blink is simply the same
-construction with a smaller opening.
+on the closed-lid surface in front of the eyeball, and a blink is simply the
+same construction with a smaller opening.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 
 from headforge.heads.procedural.base_shape import BASE_KEYS, BaseShape, ray_frame
 from headforge.heads.procedural.features import sculpt
@@ -228,12 +230,61 @@ def lid_warp(layout: HeadLayout, g: dict[str, float], lids: LidState) -> tuple[n
     return theta, layout.phi
 
 
+def throat_smoother(
+    layout: HeadLayout, head: np.ndarray, g: dict[str, float], iterations: int = 16, rate: float = 0.5
+) -> scipy.sparse.csr_matrix:
+    """Fixed linear smoothing of the concave throat, (n_head, n_head).
+
+    Where the underside of the jaw meets the neck the rays graze the surface and
+    leave faint ridges. ``iterations`` steps of Laplacian smoothing, weighted by
+    a mask that is 1 along that junction and 0 elsewhere (computed once, from
+    the nominal surface ``head``), remove them. The operator is fixed and
+    linear, so applying it to every construction keeps the blendshapes
+    consistent with the template.
+    """
+    faces = layout.topology.faces
+    n = layout.topology.n_vertices
+    rows = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2], faces[:, 1], faces[:, 2], faces[:, 0]])
+    cols = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0], faces[:, 0], faces[:, 1], faces[:, 2]])
+    adjacency = scipy.sparse.coo_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n)).tocsr()
+    adjacency.data[:] = 1.0
+    degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    average = scipy.sparse.diags(1.0 / degree) @ adjacency
+    y, z = head[:, 1], head[:, 2]
+    jaw_line = np.interp(
+        z,
+        [-0.3, -0.05, 0.0, 0.06, 0.12, 0.17, 0.4],
+        [
+            -0.07,
+            -0.11,
+            g["gonion_y"],
+            g["gonion_y"] - 0.028,
+            g["menton_y"] - 0.006,
+            g["menton_y"],
+            g["menton_y"],
+        ],
+    )
+    below = jaw_line - y  # > 0 under the jaw line
+    mask = (
+        smoothstep(-0.02, 0.005, below)
+        * smoothstep(0.11, 0.07, below)
+        * smoothstep(0.16, 0.12, z)
+        * (y < -0.1)
+    )
+    step = scipy.sparse.identity(n) + rate * scipy.sparse.diags(mask) @ (average - scipy.sparse.identity(n))
+    operator = scipy.sparse.identity(n, format="csr")
+    for _ in range(iterations):
+        operator = step @ operator
+    return operator.tocsr()
+
+
 class HeadSurfaceBuilder:
     """Rebuilds the head surface quickly for parameters near the nominal ones.
 
-    The nominal surface is solved once; for new parameters the ray distances
-    are corrected by two chord-Newton steps (using the nominal d field / d t),
-    and only rays whose direction moved (opened or closed lids) are re-solved.
+    The nominal surface is solved once; for new base parameters the ray
+    distances are corrected by three chord-Newton steps (using the nominal
+    d field / d t; rays that do not converge are solved afresh), and rays whose
+    direction moved (opened or closed lids) are refined by Newton steps.
     Normals of the base surface are kept from the nominal solution except on
     moved rays: they only orient small side features, so the error is of
     second order in the parameter change.
@@ -243,6 +294,7 @@ class HeadSurfaceBuilder:
         self.layout = layout
         self.g0 = dict(g)
         self.base0 = BaseShape(g)
+        self.smoother: scipy.sparse.csr_matrix | None = None
         self.theta0, phi = lid_warp(layout, g, LidState())
         self.origins0, self.dirs0 = ray_frame(self.theta0, phi)
         p0, self.normals0, self.radius0 = base_points(self.theta0, phi, self.base0)
@@ -277,4 +329,7 @@ class HeadSurfaceBuilder:
         if moved.size:
             normals = normals.copy()
             normals[moved] = base.normals(p0[moved])
-        return sculpt(p0, normals, g)
+        points = sculpt(p0, normals, g)
+        if self.smoother is None:
+            self.smoother = throat_smoother(self.layout, points, g)
+        return self.smoother @ points
