@@ -112,7 +112,10 @@ def _eyes(look: IdentityLook, head: StudioHead, coords: Tensor) -> Tensor:
     pupil_edge = torch.sigmoid((look.pupil_angle - angle) / 0.012)[:, None]
     iris_edge = torch.sigmoid((IRIS_ANGLE - angle) / 0.015)[:, None]
     color = sclera * (1.0 - iris_edge) + iris * iris_edge
-    return color * (1.0 - pupil_edge) + 0.008 * pupil_edge
+    color = color * (1.0 - pupil_edge) + 0.008 * pupil_edge
+    # The upper lid and lashes keep the top of the visible eyeball in their shade (painted, like make-up).
+    lid_shade = ((direction[:, 1] + 0.05) / 0.4).clamp(0.0, 1.0)
+    return color * (1.0 - 0.4 * lid_shade * lid_shade * (3.0 - 2.0 * lid_shade))[:, None]
 
 
 def _mouth(look: IdentityLook, head: StudioHead, material: Tensor, coords: Tensor) -> Tensor:
