@@ -26,7 +26,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "synth",
         help="render a labelled dataset of procedural heads (the synthetic head studio)",
-        description="Render an EG3D-compatible dataset of procedural heads with exact labels: camera, SH light, "
+        description="Render an EG3D-compatible dataset of procedural heads with exact labels: "
+        "camera, SH light, "
         "head-model parameters, clip ids and albedo / normal / depth / segmentation / shading maps. "
         "Deterministic from the seed; an interrupted run resumes in the same folder.",
     )
@@ -289,7 +290,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--images", type=int, default=64, help="studio images to render (default 64)")
     p.add_argument(
-        "--kimg", type=float, default=0.4, help="training length in thousands of images (default 0.4)"
+        "--kimg", type=float, default=3.0, help="training length in thousands of images (default 3)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
