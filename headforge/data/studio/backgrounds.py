@@ -17,7 +17,13 @@ from torch import Tensor
 
 from headforge.data.studio.noise import LatticeNoise
 
-__all__ = ["BACKGROUND_KINDS", "random_display_color", "render_background", "sample_background_kind"]
+__all__ = [
+    "BACKGROUND_KINDS",
+    "blur_background",
+    "random_display_color",
+    "render_background",
+    "sample_background_kind",
+]
 
 BACKGROUND_KINDS = ("solid", "gradient", "noise", "stripes", "checks", "bokeh", "tiles")
 _KIND_WEIGHTS = torch.tensor([0.16, 0.22, 0.2, 0.1, 0.08, 0.14, 0.1])

@@ -95,6 +95,7 @@ class HairGeometry:
         extra_faces: (Fe, 3) indices into ``extra_vertices``.
         extra_materials: (Fe,) HAIR_CURTAIN or HAIR_BUN.
         whorl: (3,) unit crown-whorl axis; part: strand sweep (-1 .. 1); curl: 0 .. 1.
+        bun_centre: (3,) template-frame centre of the bun (unused without one).
     """
 
     shell_faces: Tensor
@@ -107,6 +108,7 @@ class HairGeometry:
     whorl: Tensor
     part: float
     curl: float
+    bun_centre: Tensor
 
     @property
     def has_shells(self) -> bool:
@@ -182,8 +184,8 @@ def _curtain(
 
 def _bun(
     head: StudioHead, shaped: Tensor, whorl: Tensor, generator: torch.Generator
-) -> tuple[Tensor, Tensor]:
-    """Vertices and faces of an ellipsoidal bun sitting on the head along ``whorl``."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Vertices, faces and centre (3,) of an ellipsoidal bun sitting on the head along ``whorl``."""
     skin = (head.vertex_materials == Material.SKIN) | (head.vertex_materials == Material.EAR)
     relative = shaped[skin] - head.centre
     along = (F.normalize(relative, dim=-1) * whorl).sum(-1)
@@ -209,7 +211,7 @@ def _bun(
         faces.append([top, (j + 1) % segments, j])
         base = (rings - 1) * segments
         faces.append([bottom, base + j, base + (j + 1) % segments])
-    return vertices, torch.tensor(faces)
+    return vertices, torch.tensor(faces), centre
 
 
 def build_hair(
@@ -256,6 +258,7 @@ def build_hair(
 
     extra_vertices, extra_faces, extra_materials = [], [], []
     count = 0
+    bun_centre = head.centre.clone()
     if style.length > 0.0:
         vertices, faces = _curtain(head, shaped, style, generator)
         extra_vertices.append(vertices)
@@ -263,7 +266,7 @@ def build_hair(
         extra_materials.append(torch.full((faces.shape[0],), Material.HAIR_CURTAIN))
         count += vertices.shape[0]
     if style.name == "bun":
-        vertices, faces = _bun(head, shaped, style.whorl, generator)
+        vertices, faces, bun_centre = _bun(head, shaped, style.whorl, generator)
         extra_vertices.append(vertices)
         extra_faces.append(faces + count)
         extra_materials.append(torch.full((faces.shape[0],), Material.HAIR_BUN))
@@ -279,6 +282,7 @@ def build_hair(
         whorl=style.whorl,
         part=style.part,
         curl=style.curl,
+        bun_centre=bun_centre,
     )
 
 
@@ -302,6 +306,7 @@ class StrandSampler:
         self.b2 = torch.linalg.cross(self.axis, self.b1)
         self.part = hair.part
         self.curl = hair.curl
+        self.bun_centre = hair.bun_centre
 
     def _angles(
         self, relative: Tensor, axis: Tensor, b1: Tensor, b2: Tensor
@@ -347,13 +352,13 @@ class StrandSampler:
             tangent[vertical] = torch.tensor([0.0, -1.0, 0.0], dtype=dtype)
         bun = material == Material.HAIR_BUN
         if bun.any():
-            local = relative[bun] - relative[bun].mean(0) if bun.sum() > 1 else relative[bun]
-            azimuth, polar, tan = self._angles(
-                local, self.axis.to(coords), self.b1.to(coords), self.b2.to(coords)
-            )
+            # Strands wind around the bun's own axis (the whorl direction through the bun centre).
+            local = coords[bun] - self.bun_centre.to(coords)
+            axis, b1, b2 = self.axis.to(coords), self.b1.to(coords), self.b2.to(coords)
+            azimuth, polar, tan = self._angles(local, axis, b1, b2)
             across[bun] = azimuth / (2 * math.pi) * _STRANDS_PER_TURN / 2
             along[bun] = polar * 3.0
-            tangent[bun] = torch.linalg.cross(tan, self.axis.to(coords)[None].expand_as(tan))
+            tangent[bun] = torch.linalg.cross(tan, axis[None].expand_as(tan))
         across = across + self.curl * 3.0 * torch.sin(along * (2.0 + 10.0 * self.curl))
         fine = self.noise(torch.stack([across, along, torch.full_like(across, 0.5)], -1))
         clumps = self.noise(torch.stack([across / 8.0, along * 0.5, torch.full_like(across, 11.5)], -1))

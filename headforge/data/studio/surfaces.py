@@ -21,6 +21,7 @@ from headforge.data.studio.body import BodyGeometry, shade_body
 from headforge.data.studio.hair import StrandSampler
 from headforge.data.studio.head_parts import StudioHead
 from headforge.data.studio.materials import (
+    HAIR_MATERIALS,
     MATERIAL_SEGMENT,
     SEGMENT_IDS,
     SPECULAR_SHININESS,
@@ -34,6 +35,8 @@ __all__ = ["IdentityLook", "SurfaceSamples", "evaluate_surfaces", "IRIS_ANGLE"]
 #: Angular radius (radians, seen from the eyeball centre) of the painted iris, a little larger than
 #: asin(iris radius / eye radius) of a real eye so that less sclera shows in wide lid openings.
 IRIS_ANGLE = 0.56
+#: Blinn-Phong exponent of the lips (moist, tighter highlights than the surrounding skin).
+LIP_SHININESS = 40.0
 
 
 @dataclass
@@ -189,7 +192,9 @@ def evaluate_surfaces(
         skin_segment = torch.where(texels[:, 5] > 0.5, SEGMENT_IDS["hair"], skin_segment)
         segment[skin] = skin_segment
         strength[skin] = strength[skin] * texels[:, 6].clamp(min=0.2)
-        shininess[skin] = torch.where(texels[:, 4] > 0.5, 40.0, shininess[skin].double()).to(dtype)
+        shininess[skin] = torch.where(
+            texels[:, 4] > 0.5, shininess.new_tensor(LIP_SHININESS), shininess[skin]
+        )
 
     eyes = material == Material.EYEBALL
     if eyes.any():
@@ -206,12 +211,7 @@ def evaluate_surfaces(
     if mouth.any():
         albedo[mouth] = _mouth(look, head, material[mouth], coords[mouth])
 
-    hair = (
-        (material == Material.HAIR)
-        | (material == Material.HAIR_CURTAIN)
-        | (material == Material.HAIR_BUN)
-        | (material == Material.FACIAL_HAIR)
-    )
+    hair = torch.isin(material, torch.tensor(HAIR_MATERIALS, device=material.device))
     if hair.any():
         density, tone, strand_tangent = look.strands.sample(material[hair], coords[hair])
         base = look.appearance.hair.to(coords)[None] * (0.5 + 0.9 * tone)[:, None]
@@ -233,10 +233,8 @@ def evaluate_surfaces(
         )
         albedo[body] = body_albedo.to(dtype)
         segment[body] = torch.where(clothing, SEGMENT_IDS["clothing"], SEGMENT_IDS["neck"])
-        strength[body] = torch.where(
-            clothing, SPECULAR_STRENGTH[Material.CLOTHING], strength[body].double()
-        ).to(dtype)
-        shininess[body] = torch.where(
-            clothing, SPECULAR_SHININESS[Material.CLOTHING], shininess[body].double()
-        ).to(dtype)
+        cloth_strength = SPECULAR_STRENGTH[Material.CLOTHING].to(coords)
+        cloth_shininess = SPECULAR_SHININESS[Material.CLOTHING].to(coords)
+        strength[body] = torch.where(clothing, cloth_strength, strength[body])
+        shininess[body] = torch.where(clothing, cloth_shininess, shininess[body])
     return SurfaceSamples(albedo, alpha, segment, strength, shininess, tangent, strand)
