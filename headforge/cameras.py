@@ -347,30 +347,6 @@ def project_points(
     return torch.stack((u, v), dim=-1), depth
 
 
-def ray_box_intersection(
-    origins: torch.Tensor,
-    directions: torch.Tensor,
-    box_min: float | Vector3 = -0.5,
-    box_max: float | Vector3 = 0.5,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Slab test of rays (..., 3) against an axis-aligned box.
-
-    Returns ``t_near``, ``t_far`` (...) in units of the direction's length and ``hit``
-    (...) bool, true when the ray's forward part crosses the box (t_far > max(t_near, 0)).
-    ``t_near`` is negative when the origin is inside the box. The default box is EG3D's
-    [-0.5, 0.5]^3 (``box_warp = 1``).
-    """
-    # Keep 1/d finite: a direction component of exactly 0 would give 0 * inf = NaN on slab faces.
-    tiny = torch.finfo(directions.dtype).tiny ** 0.5
-    nudged = torch.full_like(directions, tiny).copysign(directions)
-    inverse = 1.0 / torch.where(directions.abs() < tiny, nudged, directions)
-    t_lower = (_like(box_min, origins) - origins) * inverse
-    t_upper = (_like(box_max, origins) - origins) * inverse
-    t_near = torch.minimum(t_lower, t_upper).amax(dim=-1)
-    t_far = torch.maximum(t_lower, t_upper).amin(dim=-1)
-    return t_near, t_far, t_far > t_near.clamp(min=0.0)
-
-
 # ---------------------------------------------------------------------------------------
 # Camera
 # ---------------------------------------------------------------------------------------

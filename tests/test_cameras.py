@@ -22,7 +22,6 @@ from headforge.cameras import (
     orbit_cam2world,
     pixel_rays,
     project_points,
-    ray_box_intersection,
     sample_ffhq_poses,
     validate_label,
     yaw_pitch_to_eg3d_angles,
@@ -330,20 +329,3 @@ def test_camera_batch_broadcast_and_to():
         Camera(torch.eye(4).expand(2, 4, 4), torch.eye(3).expand(3, 3, 3))
 
 
-def test_ray_box_intersection():
-    origins = torch.tensor([[0.0, 0.0, 2.7], [0.0, 0.0, 2.7], [0.0, 0.0, 0.0], [0.0, 0.0, 2.7]], dtype=DOUBLE)
-    directions = torch.tensor(
-        [[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=DOUBLE
-    )
-    t_near, t_far, hit = ray_box_intersection(origins, directions)
-    assert hit.tolist() == [True, False, True, False]
-    torch.testing.assert_close(t_near[0], torch.tensor(2.2, dtype=DOUBLE))
-    torch.testing.assert_close(t_far[0], torch.tensor(3.2, dtype=DOUBLE))
-    torch.testing.assert_close(t_near[2], torch.tensor(-0.5, dtype=DOUBLE))
-    # Random rays from the FFHQ camera: entry and exit points lie on the box surface.
-    origins, directions = random_cameras(2).rays(8)
-    t_near, t_far, hit = ray_box_intersection(origins, directions)
-    assert hit.any()
-    for t in (t_near[hit], t_far[hit]):
-        surface = origins[hit] + t[:, None] * directions[hit]
-        torch.testing.assert_close(surface.abs().amax(-1), torch.full_like(t, 0.5))

@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from headforge.cameras import pixel_rays
 from headforge.nn.discriminator import DualDiscriminator
 from headforge.nn.stylegan2 import MappingNetwork, SynthesisNetwork
 from headforge.nn.superres import SuperResolution
-from headforge.nn.triplane import TriplaneDecoder, sample_triplanes
+from headforge.nn.triplane import TriplaneDecoder, TriplaneField
+from headforge.render.field_images import render_field_images
 from headforge.render.renderer import RenderingOptions, VolumeRenderer
 
 
@@ -257,16 +257,9 @@ class TriplaneGenerator(nn.Module):
         batch, _, height, width = planes.shape
         return planes.view(batch, 3, self.config.triplane_channels, height, width)
 
-    def field(self, planes: torch.Tensor):
+    def field(self, planes: torch.Tensor) -> TriplaneField:
         """The radiance field of some tri-planes, in the renderer's field protocol."""
-        config = self.config
-
-        def triplane_field(points: torch.Tensor, directions: torch.Tensor) -> dict[str, torch.Tensor]:
-            del directions  # EG3D's decoder is view-independent.
-            features = sample_triplanes(planes, points, layout=config.plane_layout, box_warp=config.box_warp)
-            return self.decoder(features)
-
-        return triplane_field
+        return TriplaneField(planes, self.decoder, layout=self.config.plane_layout, box_warp=self.config.box_warp)
 
     def sample_density(self, planes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Raw density (B, N, 1) at world points (B, N, 3) (before the renderer's activation)."""
@@ -288,22 +281,13 @@ class TriplaneGenerator(nn.Module):
         resolution = neural_rendering_resolution or self.config.neural_rendering_resolution
         perturb = self.training if perturb is None else perturb
         renderer = self.renderer if perturb else self.eval_renderer
-        cam2world = camera[:, :16].view(-1, 4, 4)
-        intrinsics = camera[:, 16:25].view(-1, 3, 3)
-        origins, directions = pixel_rays(cam2world, intrinsics, resolution, resolution)
-        rendered = renderer(self.field(planes), origins, directions)
-        batch = planes.shape[0]
-
-        def to_image(values: torch.Tensor) -> torch.Tensor:
-            return values.permute(0, 2, 1).reshape(batch, -1, resolution, resolution)
-
-        features = to_image(rendered["features"])
-        image_raw = features[:, :3] * 2 - 1  # the decoder's sigmoid range -> [-1, 1], as EG3D.
+        rendered = render_field_images(renderer, self.field(planes), camera, resolution)
+        image_raw = rendered["features"][:, :3] * 2 - 1  # the decoder's sigmoid range -> [-1, 1], as EG3D.
         return {
             "image_raw": image_raw,
-            "features": torch.cat([image_raw, features[:, 3:]], dim=1),
-            "image_depth": to_image(rendered["depth"]),
-            "opacity": to_image(rendered["opacity"]),
+            "features": torch.cat([image_raw, rendered["features"][:, 3:]], dim=1),
+            "image_depth": rendered["depth"],
+            "opacity": rendered["opacity"],
         }
 
     def superresolve(

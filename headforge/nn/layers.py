@@ -129,9 +129,13 @@ class FullyConnectedLayer(torch.nn.Module):
         # even under autocast or float16 (float64 stays float64, for gradcheck).
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):
-            # Scaling the (batch, in) input is cheaper than scaling the weight matrix.
-            x_scaled = x.to(dtype) * self.weight_gain
+            # Scale whichever is smaller: styles have few rows, decoders see many points.
             weight = self.weight.to(dtype)
+            x_scaled = x.to(dtype)
+            if x_scaled.numel() <= weight.numel():
+                x_scaled = x_scaled * self.weight_gain
+            else:
+                weight = weight * self.weight_gain
             bias = None
             if self.bias is not None:
                 bias = self.bias.to(dtype)
