@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from headforge.runtime import tune_cpu_allocator
+
+    tune_cpu_allocator()
     try:
         return args.run(args)
     except (FileNotFoundError, ValueError) as error:

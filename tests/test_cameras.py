@@ -327,5 +327,3 @@ def test_camera_batch_broadcast_and_to():
     assert moved.cam2world.dtype == DOUBLE and moved.batch_size == 3
     with pytest.raises(ValueError):
         Camera(torch.eye(4).expand(2, 4, 4), torch.eye(3).expand(3, 3, 3))
-
-

@@ -250,8 +250,13 @@ def test_ssim_matches_skimage(data_range):
     assert ours.shape == (2,)
     for index in range(2):
         reference = structural_similarity(
-            a[index].numpy(), b[index].numpy(), channel_axis=0, gaussian_weights=True, sigma=1.5,
-            use_sample_covariance=False, data_range=data_range,
+            a[index].numpy(),
+            b[index].numpy(),
+            channel_axis=0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=data_range,
         )
         assert float(ours[index]) == pytest.approx(reference, abs=1e-10)
     assert float(ssim(a, b, data_range).min()) < 0.9  # the noise is visible

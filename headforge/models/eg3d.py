@@ -259,7 +259,9 @@ class TriplaneGenerator(nn.Module):
 
     def field(self, planes: torch.Tensor) -> TriplaneField:
         """The radiance field of some tri-planes, in the renderer's field protocol."""
-        return TriplaneField(planes, self.decoder, layout=self.config.plane_layout, box_warp=self.config.box_warp)
+        return TriplaneField(
+            planes, self.decoder, layout=self.config.plane_layout, box_warp=self.config.box_warp
+        )
 
     def sample_density(self, planes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Raw density (B, N, 1) at world points (B, N, 3) (before the renderer's activation)."""

@@ -1,0 +1,131 @@
+"""Loading the shipped estimators: ``load_estimator(kind) -> Estimator``.
+
+Kinds and outputs (images (B, 3, H, W) in [-1, 1], any size; resized to the
+network's input resolution with antialiasing):
+
+| kind | outputs |
+|---|---|
+| ``expression`` | ``expression`` (B, n_expr) head-model coefficients, ``jaw`` (B, 3) axis-angle rad |
+| ``pose`` | ``yaw``, ``pitch``, ``roll`` (B,) radians, head relative to camera (``targets`` module) |
+| ``lighting`` | ``sh`` (B, 9, 3) world-space SH of incident radiance (docs/architecture.md basis) |
+| ``shape`` | ``shape`` (B, n_shape) procedural-head coefficients |
+| ``identity`` | ``embedding`` (B, D) unit-norm; cosine similarity compares identities |
+
+The weights live in ``headforge/assets/estimators/`` and ``manifest.json``
+there maps each kind to its file (expression, pose, lighting and shape share
+one jointly trained attribute network).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from headforge.eval.estimators.networks import EstimatorNetwork, EstimatorWeightsError
+
+__all__ = ["ESTIMATOR_KINDS", "ASSET_DIR", "Estimator", "load_estimator", "default_weights_path"]
+
+ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "estimators"
+MANIFEST_NAME = "manifest.json"
+
+#: kind -> network heads it needs.
+ESTIMATOR_KINDS: dict[str, tuple[str, ...]] = {
+    "expression": ("expression", "jaw"),
+    "pose": ("pose",),
+    "lighting": ("sh",),
+    "shape": ("shape",),
+    "identity": ("embedding",),
+}
+
+
+def default_weights_path(kind: str, asset_dir: Path = ASSET_DIR) -> Path:
+    """The shipped weights file of ``kind``, as listed in ``asset_dir/manifest.json``."""
+    _check_kind(kind)
+    manifest_path = asset_dir / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise EstimatorWeightsError(f"{manifest_path}: estimator manifest not found")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        file_name = manifest["estimators"][kind]["file"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise EstimatorWeightsError(
+            f"{manifest_path}: no weights file listed for kind '{kind}' ({error!r})"
+        ) from error
+    return asset_dir / file_name
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ESTIMATOR_KINDS:
+        raise ValueError(f"unknown estimator kind '{kind}'; expected one of {sorted(ESTIMATOR_KINDS)}")
+
+
+class Estimator:
+    """A loaded estimator: callable on images, returns the outputs of its kind (module docstring).
+
+    Attributes:
+        kind: the estimator kind.
+        network: the underlying ``EstimatorNetwork`` (eval mode).
+        weights_path: the file it was loaded from.
+    """
+
+    def __init__(self, kind: str, network: EstimatorNetwork, weights_path: Path) -> None:
+        _check_kind(kind)
+        missing = [head for head in ESTIMATOR_KINDS[kind] if head not in network.head_dims]
+        if missing:
+            raise EstimatorWeightsError(
+                f"{weights_path}: has no head {missing} needed by estimator kind '{kind}'"
+            )
+        self.kind = kind
+        self.network = network
+        self.weights_path = weights_path
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return next(self.network.parameters()).device
+
+    @property
+    def input_resolution(self) -> int:
+        """Images are resized to this square size (pixels) before the network."""
+        return self.network.input_resolution
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor) -> dict[str, Tensor]:
+        """Images (B, 3, H, W) float in [-1, 1] -> outputs of this kind (float32, on the weights' device)."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images (B, 3, H, W), got shape {tuple(images.shape)}")
+        outputs = self.network(images.to(self.device, torch.float32))
+        if self.kind == "expression":
+            return {"expression": outputs["expression"], "jaw": outputs["jaw"]}
+        if self.kind == "pose":
+            yaw, pitch, roll = outputs["pose"].unbind(dim=1)
+            return {"yaw": yaw, "pitch": pitch, "roll": roll}
+        if self.kind == "lighting":
+            return {"sh": outputs["sh"].reshape(-1, 9, 3)}
+        if self.kind == "shape":
+            return {"shape": outputs["shape"]}
+        return {"embedding": outputs["embedding"]}
+
+
+def load_estimator(
+    kind: str, weights: Path | str | None = None, device: torch.device | str = "cpu"
+) -> Estimator:
+    """Load an estimator.
+
+    Args:
+        kind: one of ``ESTIMATOR_KINDS``.
+        weights: a safetensors file written by ``EstimatorNetwork.save_weights``;
+            ``None`` loads the shipped file for ``kind``.
+        device: where to put the network.
+
+    Raises:
+        ValueError: unknown kind.
+        EstimatorWeightsError (a ValueError): the file is missing, corrupt or
+            lacks the heads of ``kind``; the message names the file.
+    """
+    _check_kind(kind)
+    path = Path(weights) if weights is not None else default_weights_path(kind)
+    return Estimator(kind, EstimatorNetwork.from_file(path, device=device), path)

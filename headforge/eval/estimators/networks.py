@@ -1,0 +1,267 @@
+"""Small CNN regressors for the estimators: a compact ResNet backbone plus named heads.
+
+``EstimatorNetwork`` maps images (B, 3, H, W) in [-1, 1] to a dict of named
+outputs. Inputs are resized (bilinear with antialiasing) to
+``input_resolution`` (64 by default) so any image size is accepted. Each
+regression head predicts *standardised* targets; the per-head target mean and
+standard deviation of the training set are buffers (saved with the weights)
+and are applied in ``forward``, so losses see unit-scale numbers while callers
+see the targets' own units. Heads listed in ``unit_norm_heads`` are
+L2-normalised instead (identity embeddings).
+
+Weights are one safetensors file whose metadata records the architecture
+(``format``, ``channels``, ``heads``, ``unit_norm_heads``,
+``input_resolution``), so ``EstimatorNetwork.from_file`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+__all__ = [
+    "INPUT_RESOLUTION",
+    "WEIGHTS_FORMAT",
+    "EstimatorWeightsError",
+    "resize_for_estimator",
+    "ResidualBlock",
+    "EstimatorBackbone",
+    "EstimatorNetwork",
+]
+
+INPUT_RESOLUTION = 64
+WEIGHTS_FORMAT = "headforge-estimator"
+
+
+class EstimatorWeightsError(ValueError):
+    """A weights file is missing, unreadable or does not fit the architecture; the message names the file."""
+
+
+def resize_for_estimator(images: Tensor, resolution: int = INPUT_RESOLUTION) -> Tensor:
+    """Resize (B, 3, H, W) images to (B, 3, resolution, resolution), bilinear with antialiasing.
+
+    Non-square images are stretched (the studio and FFHQ-style crops are square).
+    """
+    if images.shape[-2:] == (resolution, resolution):
+        return images
+    return F.interpolate(
+        images, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
+    )
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    # GroupNorm, not BatchNorm: identical behaviour in training and inference, and per-sample determinism.
+    return nn.GroupNorm(min(8, channels), channels)
+
+
+class ResidualBlock(nn.Module):
+    """Pre-activation-free basic residual block: conv3x3-GN-SiLU-conv3x3-GN + skip, then SiLU.
+
+    (B, C_in, H, W) -> (B, C_out, H / stride, W / stride).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = _group_norm(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = _group_norm(out_channels)
+        self.skip: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.skip = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), _group_norm(out_channels)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H / stride, W / stride)."""
+        y = F.silu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return F.silu(y + self.skip(x))
+
+
+class EstimatorBackbone(nn.Module):
+    """Compact ResNet: stride-2 stem, one residual block per stage (stride 2 after the first), mean pool.
+
+    For 64 px input and ``channels=(32, 64, 128, 256)`` the stages run at 32, 16,
+    8 and 4 px. Output: (B, channels[-1]) features.
+    """
+
+    def __init__(self, channels: Sequence[int] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        self.channels = tuple(int(c) for c in channels)
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, self.channels[0], 3, stride=2, padding=1, bias=False),
+            _group_norm(self.channels[0]),
+            nn.SiLU(),
+        )
+        stages = []
+        previous = self.channels[0]
+        for index, width in enumerate(self.channels):
+            stages.append(ResidualBlock(previous, width, stride=1 if index == 0 else 2))
+            previous = width
+        self.stages = nn.Sequential(*stages)
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the pooled feature vector."""
+        return self.channels[-1]
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, feature_dim)."""
+        return self.stages(self.stem(images)).mean(dim=(2, 3))
+
+
+class EstimatorNetwork(nn.Module):
+    """Backbone + one two-layer MLP head per named output.
+
+    Args:
+        heads: output name -> width (e.g. ``{"expression": 35, "jaw": 3}``).
+        channels: backbone stage widths.
+        input_resolution: images are resized to this square size first.
+        unit_norm_heads: heads whose output is L2-normalised (embeddings) and not de-standardised.
+        hidden: width of each head's hidden layer.
+    """
+
+    def __init__(
+        self,
+        heads: Mapping[str, int],
+        channels: Sequence[int] = (32, 64, 128, 256),
+        input_resolution: int = INPUT_RESOLUTION,
+        unit_norm_heads: Sequence[str] = (),
+        hidden: int = 256,
+    ) -> None:
+        super().__init__()
+        if not heads:
+            raise ValueError("EstimatorNetwork needs at least one head")
+        self.head_dims = {name: int(dim) for name, dim in heads.items()}
+        self.unit_norm_heads = tuple(unit_norm_heads)
+        unknown = set(self.unit_norm_heads) - set(self.head_dims)
+        if unknown:
+            raise ValueError(f"unit_norm_heads {sorted(unknown)} are not heads ({sorted(self.head_dims)})")
+        self.input_resolution = int(input_resolution)
+        self.hidden = int(hidden)
+        self.backbone = EstimatorBackbone(channels)
+        feature_dim = self.backbone.feature_dim
+        self.heads = nn.ModuleDict(
+            {
+                name: nn.Sequential(
+                    nn.Linear(feature_dim, self.hidden), nn.SiLU(), nn.Linear(self.hidden, dim)
+                )
+                for name, dim in self.head_dims.items()
+            }
+        )
+        for name, dim in self.head_dims.items():
+            self.register_buffer(f"target_mean_{name}", torch.zeros(dim))
+            self.register_buffer(f"target_std_{name}", torch.ones(dim))
+
+    # ------------------------------------------------------------ normalisation
+    def set_target_statistics(self, name: str, targets: Tensor, min_std: float = 1e-3) -> None:
+        """Store the mean and std (floored at ``min_std``) of (N, D) training targets for head ``name``."""
+        getattr(self, f"target_mean_{name}").copy_(targets.mean(dim=0))
+        getattr(self, f"target_std_{name}").copy_(targets.std(dim=0).clamp(min=min_std))
+
+    def standardise(self, name: str, targets: Tensor) -> Tensor:
+        """(B, D) targets in their own units -> standardised (zero-mean, unit-std on the training set)."""
+        return (targets - getattr(self, f"target_mean_{name}")) / getattr(self, f"target_std_{name}")
+
+    def target_mean(self, name: str) -> Tensor:
+        """(D,) training-set mean of head ``name``: the mean-predictor baseline."""
+        return getattr(self, f"target_mean_{name}")
+
+    # ------------------------------------------------------------------ forward
+    def forward_raw(self, images: Tensor) -> dict[str, Tensor]:
+        """Head outputs before de-standardisation / normalisation: name -> (B, D)."""
+        features = self.backbone(resize_for_estimator(images, self.input_resolution))
+        return {name: head(features) for name, head in self.heads.items()}
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """Images (B, 3, H, W) in [-1, 1] -> name -> (B, D) in the targets' units (or unit-norm)."""
+        raw = self.forward_raw(images)
+        outputs = {}
+        for name, value in raw.items():
+            if name in self.unit_norm_heads:
+                outputs[name] = F.normalize(value, dim=1)
+            else:
+                outputs[name] = value * getattr(self, f"target_std_{name}") + getattr(
+                    self, f"target_mean_{name}"
+                )
+        return outputs
+
+    # -------------------------------------------------------------- persistence
+    def metadata(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Architecture description stored in the safetensors header (all values strings)."""
+        meta = {
+            "format": WEIGHTS_FORMAT,
+            "channels": json.dumps(list(self.backbone.channels)),
+            "heads": json.dumps(self.head_dims),
+            "unit_norm_heads": json.dumps(list(self.unit_norm_heads)),
+            "input_resolution": str(self.input_resolution),
+            "hidden": str(self.hidden),
+        }
+        meta.update(dict(extra or {}))
+        return meta
+
+    def save_weights(self, path: str | Path, extra_metadata: Mapping[str, str] | None = None) -> Path:
+        """Write weights + architecture metadata to ``path`` (through a temporary file renamed into place)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {name: value.detach().cpu().contiguous() for name, value in self.state_dict().items()}
+        temporary = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(temporary), metadata=self.metadata(extra_metadata))
+        temporary.replace(path)
+        return path
+
+    @staticmethod
+    def read_metadata(path: str | Path) -> dict[str, str]:
+        """Header metadata of ``path``; ``EstimatorWeightsError`` naming the file when unusable."""
+        path = Path(path)
+        if not path.is_file():
+            raise EstimatorWeightsError(f"{path}: estimator weights file not found")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as error:
+            raise EstimatorWeightsError(f"{path}: not a readable safetensors file ({error})") from error
+        if metadata.get("format") != WEIGHTS_FORMAT:
+            raise EstimatorWeightsError(
+                f"{path}: not a headforge estimator weights file (format {metadata.get('format')!r})"
+            )
+        return metadata
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: torch.device | str = "cpu") -> EstimatorNetwork:
+        """Rebuild the recorded architecture and load the weights; eval mode, on ``device``."""
+        path = Path(path)
+        metadata = cls.read_metadata(path)
+        try:
+            network = cls(
+                heads=json.loads(metadata["heads"]),
+                channels=json.loads(metadata["channels"]),
+                input_resolution=int(metadata["input_resolution"]),
+                unit_norm_heads=json.loads(metadata.get("unit_norm_heads", "[]")),
+                hidden=int(metadata.get("hidden", "256")),
+            )
+            tensors = load_file(str(path))
+        except (KeyError, json.JSONDecodeError, SafetensorError, OSError) as error:
+            raise EstimatorWeightsError(f"{path}: cannot rebuild the estimator ({error!r})") from error
+        expected = network.state_dict()
+        for key, value in expected.items():
+            if key not in tensors:
+                raise EstimatorWeightsError(f"{path}: missing tensor '{key}'")
+            if tensors[key].shape != value.shape:
+                found = tuple(tensors[key].shape)
+                raise EstimatorWeightsError(f"{path}: tensor '{key}' has shape {found}, expected {tuple(value.shape)}")
+        unexpected = sorted(set(tensors) - set(expected))
+        if unexpected:
+            raise EstimatorWeightsError(
+                f"{path}: unexpected tensor '{unexpected[0]}' ({len(unexpected)} in all)"
+            )
+        network.load_state_dict(tensors)
+        return network.to(device).eval()
