@@ -243,7 +243,7 @@ class NeRFFaceShopEngine(_Engine):
             if relight:
                 # Both changed: swap in the new lighting latent first so B_S runs once, inside reanimate.
                 lighting_ws = self.generator.encode_lighting(self.lighting(settings))
-                pass
+                cache = dataclasses.replace(cache, lighting_ws=lighting_ws)
             return self.controls.reanimate(cache, self.motion(settings))
         return self.controls.relight(cache, self.lighting(settings))
 

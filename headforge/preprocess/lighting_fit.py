@@ -35,6 +35,7 @@ __all__ = [
     "fit_sh",
     "fit_lighting",
     "sh_relative_error",
+    "irradiance_error",
 ]
 
 #: Mean linear skin albedo (R, G, B) of the studio renders' skin pixels.
@@ -179,3 +180,27 @@ def sh_relative_error(estimate: Tensor, truth: Tensor, scale_invariant: bool = F
         scale = (estimate * truth).sum(-2, keepdim=True) / (estimate * estimate).sum(-2, keepdim=True).clamp(min=1e-12)
         estimate = estimate * scale
     return (estimate - truth).flatten(-2).norm(dim=-1) / truth.flatten(-2).norm(dim=-1).clamp(min=1e-12)
+
+
+def irradiance_error(estimate: Tensor, truth: Tensor, toward_camera: Tensor, count: int = 2000) -> Tensor:
+    """Relative RMS error of the irradiance ``E(n)`` over the normals a camera can see.
+
+    The coefficients of directions facing away from the camera are barely observable in
+    one image; this compares what is: irradiance over unit normals within ~78 degrees of
+    ``toward_camera``, per colour channel pooled.
+
+    Args:
+        estimate, truth: (9, 3). toward_camera: (3,) unit world vector from the head to the camera.
+        count: directions on a Fibonacci sphere before keeping the visible half.
+
+    Returns:
+        () tensor: ``|E_est - E_true| / |E_true|`` over those normals.
+    """
+    index = torch.arange(count, dtype=truth.dtype, device=truth.device) + 0.5
+    z = 1.0 - 2.0 * index / count
+    radius = (1.0 - z * z).clamp(min=0.0).sqrt()
+    angle = index * math.pi * (3.0 - math.sqrt(5.0))
+    directions = torch.stack((radius * torch.cos(angle), radius * torch.sin(angle), z), dim=-1)
+    directions = directions[directions @ toward_camera.to(truth) > 0.2]
+    design = _design(directions)
+    return (design @ (estimate - truth)).norm() / (design @ truth).norm().clamp(min=1e-12)

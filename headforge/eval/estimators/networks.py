@@ -87,10 +87,11 @@ class ResidualBlock(nn.Module):
 
 
 class EstimatorBackbone(nn.Module):
-    """Compact ResNet: stride-2 stem, one residual block per stage (stride 2 after the first), mean pool.
+    """Compact ResNet: stride-2 stem, one stride-2 residual block per stage, global mean pool.
 
-    For 64 px input and ``channels=(32, 64, 128, 256)`` the stages run at 32, 16,
-    8 and 4 px. Output: (B, channels[-1]) features.
+    For 64 px input the stem runs at 32 px and the four stages of
+    ``channels=(32, 64, 128, 256)`` at 16, 8, 4 and 2 px (every stage strided
+    to keep the cost low on CPUs). Output: (B, channels[-1]) features.
     """
 
     def __init__(self, channels: Sequence[int] = (32, 64, 128, 256)) -> None:
@@ -103,8 +104,8 @@ class EstimatorBackbone(nn.Module):
         )
         stages = []
         previous = self.channels[0]
-        for index, width in enumerate(self.channels):
-            stages.append(ResidualBlock(previous, width, stride=1 if index == 0 else 2))
+        for width in self.channels:
+            stages.append(ResidualBlock(previous, width, stride=2))
             previous = width
         self.stages = nn.Sequential(*stages)
 
@@ -256,8 +257,8 @@ class EstimatorNetwork(nn.Module):
             if key not in tensors:
                 raise EstimatorWeightsError(f"{path}: missing tensor '{key}'")
             if tensors[key].shape != value.shape:
-                found = tuple(tensors[key].shape)
-                raise EstimatorWeightsError(f"{path}: tensor '{key}' has shape {found}, expected {tuple(value.shape)}")
+                found, wanted = tuple(tensors[key].shape), tuple(value.shape)
+                raise EstimatorWeightsError(f"{path}: tensor '{key}' has shape {found}, expected {wanted}")
         unexpected = sorted(set(tensors) - set(expected))
         if unexpected:
             raise EstimatorWeightsError(
