@@ -210,7 +210,7 @@ def test_incremental_updates_equal_a_fresh_build(engine: NeRFFaceShopEngine) -> 
         # Every step shows exactly what a build from scratch at the same settings shows.
         fresh = engine.update(ViewerSession(), view)
         for name in ("image", "albedo", "shading", "depth"):
-            np.testing.assert_array_equal(session.passes[name], fresh.passes[name], err_msg=f"{change} {name}")
+            np.testing.assert_array_equal(session.passes[name], fresh.passes[name], err_msg=name)
 
 
 def test_camera_change_reuses_every_tri_plane(engine: NeRFFaceShopEngine, monkeypatch) -> None:

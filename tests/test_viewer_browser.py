@@ -75,6 +75,7 @@ def test_viewer_in_a_browser(tmp_path: Path) -> None:
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed")
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     from headforge.apps.viewer import launch_viewer
@@ -122,7 +123,7 @@ def test_viewer_in_a_browser(tmp_path: Path) -> None:
         assert first.startswith(b"\x89PNG")
 
         # The light moves: only the lighting stages run, and the image changes.
-        relit = after_move("light-azimuth", 0.9, "relight + render")
+        relit = after_move("light-azimuth", 0.72, "relight + render")
         assert relit != first
         sphere = driver.find_element(By.CSS_SELECTOR, "#light-sphere img").get_attribute("src")
         assert _fetch(sphere).startswith(b"\x89PNG")
@@ -140,13 +141,35 @@ def test_viewer_in_a_browser(tmp_path: Path) -> None:
             driver.execute_script("window.scrollTo(0, 0);")
             assert driver.save_screenshot(str(SCREENSHOT))
 
+        # A value out of range is refused by the server with a message, and nothing re-renders.
+        seed_box = driver.find_element(By.CSS_SELECTOR, "#seed input")
+        before_src = render_src()
+        seed_box.clear()
+        seed_box.send_keys("99999999999", Keys.ENTER)
+        wait.until(lambda _: "seed must lie in [0, 2147483647]" in driver.page_source)
+        assert render_src() == before_src
+
+        # A new identity: typed and confirmed with Enter, everything is built again.
+        before_status = status()
+        seed_box.clear()
+        seed_box.send_keys("5", Keys.ENTER)
+        wait.until(lambda _: status() != before_status and render_src() != before_src)
+        assert status().startswith("seed 5: ran build + render in"), status()
+
+        # Random animation: the server draws a seed and sets the m sliders; G_motion onwards re-runs.
+        before_src = render_src()
+        driver.find_element(By.CSS_SELECTOR, "#random-animation").click()
+        wait.until(lambda _: "reanimate + render" in status() and render_src() != before_src)
+        drawn = driver.find_element(By.CSS_SELECTOR, "#animation-seed input").get_attribute("value")
+        assert int(float(drawn)) >= 1
+
         # The mesh export: a server-side file offered as a download.
         button = driver.find_element(By.CSS_SELECTOR, "#export-mesh")
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
         button.click()
         link = wait.until(lambda _: driver.find_elements(By.CSS_SELECTOR, "#mesh-file a[href*='.ply']"))
         assert _fetch(link[0].get_attribute("href")).startswith(b"ply")
-        assert len(list(export_dir.glob("head-seed0-*.ply"))) == 1
+        assert len(list(export_dir.glob("head-seed5-*.ply"))) == 1
     finally:
         if driver is not None:
             driver.quit()

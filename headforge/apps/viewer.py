@@ -62,9 +62,8 @@ def build_app(engine, export_dir: Path, title: str = "headforge viewer"):
         gr.Markdown(f"## {title}\n{type(engine.generator).__name__}: move a control to re-render.")
         with gr.Row():
             with gr.Column(scale=1):
-                seed = gr.Number(
-                    0, label="Identity seed", precision=0, minimum=0, maximum=seed_high, elem_id="seed"
-                )
+                # Numbers carry no widget bounds: parse_settings checks every range with one message style.
+                seed = gr.Number(0, label=f"Identity seed (0 ... {seed_high})", elem_id="seed")
                 truncation = _slider(gr, "truncation", 0.7, "Truncation psi", 0.05)
                 with gr.Accordion("Camera"):
                     yaw = _slider(gr, "yaw", 0.0, "Yaw (deg)", 1.0)
@@ -102,9 +101,6 @@ def build_app(engine, export_dir: Path, title: str = "headforge viewer"):
                         animation_seed = gr.Number(
                             0,
                             label="Random animation seed (0: neutral)",
-                            precision=0,
-                            minimum=0,
-                            maximum=seed_high,
                             elem_id="animation-seed",
                         )
                         random_animation = gr.Button("Random animation", elem_id="random-animation")
@@ -167,14 +163,17 @@ def build_app(engine, export_dir: Path, title: str = "headforge viewer"):
             message = f"seed {settings.seed}: ran {ran} in {seconds:.2f} s"
             return session, display_image(session.passes, settings.display), sphere_image, message
 
-        gr.on(
-            triggers=[control.change for control in controls],
-            fn=on_change,
-            inputs=[session_state, *controls],
-            outputs=[session_state, view, sphere, status],
-            trigger_mode="always_last",
+        # Sliders, the checkbox and the radio re-render on change; the number boxes on Enter or on
+        # leaving them, not at every keystroke (typing "123" would otherwise build three heads).
+        numbers = (seed, animation_seed)
+        triggers = [c.change for c in controls if c not in numbers] + [
+            e for c in numbers for e in (c.submit, c.blur)
+        ]
+        update = dict(
+            fn=on_change, inputs=[session_state, *controls], outputs=[session_state, view, sphere, status]
         )
-        app.load(on_change, inputs=[session_state, *controls], outputs=[session_state, view, sphere, status])
+        gr.on(triggers=triggers, trigger_mode="always_last", **update)
+        app.load(**update)
 
         def on_random_animation():
             # The server draws the seed; its leading components go to the sliders, which re-render.
@@ -182,7 +181,10 @@ def build_app(engine, export_dir: Path, title: str = "headforge viewer"):
             return [drawn, *engine.random_motion_leading(drawn)]
 
         if engine.animatable:
-            random_animation.click(on_random_animation, inputs=None, outputs=[animation_seed, *motion])
+            drawn = random_animation.click(
+                on_random_animation, inputs=None, outputs=[animation_seed, *motion]
+            )
+            drawn.then(**update)  # the slider changes also re-render; the plan makes the repeats free
 
         def require_session(session: ViewerSession | None) -> ViewerSession:
             if session is None or session.settings is None:

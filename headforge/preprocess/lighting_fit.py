@@ -98,7 +98,7 @@ def fit_sh(
     colors: Tensor,
     normals: Tensor,
     albedo: Tensor | tuple[float, float, float] = DEFAULT_SKIN_ALBEDO,
-    ridge: float = 1e-3,
+    ridge: float = 1e-2,
     outlier_sigmas: float = 2.5,
 ) -> tuple[Tensor, Tensor]:
     """Least-squares SH from linear colours and unit normals.
@@ -138,6 +138,7 @@ def fit_lighting(
     albedo: Tensor | tuple[float, float, float] = DEFAULT_SKIN_ALBEDO,
     gamma: float = 2.2,
     min_facing: float = 0.2,
+    pixel_mask: Tensor | None = None,
 ) -> LightingFit:
     """Estimate SH lighting of one image from its fitted head.
 
@@ -148,6 +149,8 @@ def fit_lighting(
         albedo: (H, W, 3) per-pixel or (3,) constant linear albedo.
         min_facing: drop grazing pixels (cosine between normal and view direction below it),
             whose colour mixes with the background.
+        pixel_mask: optional (H, W) bool of pixels known to show bare skin (e.g. from a
+            segmenter); combined with the mesh's skin faces.
 
     Returns:
         ``LightingFit``.
@@ -162,6 +165,8 @@ def fit_lighting(
     inner[:-1] &= mask[1:]
     inner[:, 1:] &= mask[:, :-1]
     inner[:, :-1] &= mask[:, 1:]
+    if pixel_mask is not None:
+        inner &= pixel_mask
     camera_forward = cam2world[:3, 2]
     inner &= (normals @ -camera_forward) > min_facing
     linear = image.clamp(0.0, 1.0) ** gamma
@@ -177,7 +182,9 @@ def fit_lighting(
 def sh_relative_error(estimate: Tensor, truth: Tensor, scale_invariant: bool = False) -> Tensor:
     """|estimate - truth| / |truth| over (..., 9, 3); optionally after the best per-channel scale."""
     if scale_invariant:
-        scale = (estimate * truth).sum(-2, keepdim=True) / (estimate * estimate).sum(-2, keepdim=True).clamp(min=1e-12)
+        scale = (estimate * truth).sum(-2, keepdim=True) / (estimate * estimate).sum(-2, keepdim=True).clamp(
+            min=1e-12
+        )
         estimate = estimate * scale
     return (estimate - truth).flatten(-2).norm(dim=-1) / truth.flatten(-2).norm(dim=-1).clamp(min=1e-12)
 

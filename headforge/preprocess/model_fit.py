@@ -77,7 +77,9 @@ class LandmarkRig:
         posedirs = getattr(model, "posedirs", None)
         if posedirs is not None:
             v = model.n_vertices
-            posedirs = posedirs.reshape(posedirs.shape[0], v, 3)[:, ids].reshape(posedirs.shape[0], -1).to(**cast)
+            posedirs = (
+                posedirs.reshape(posedirs.shape[0], v, 3)[:, ids].reshape(posedirs.shape[0], -1).to(**cast)
+            )
         self.posedirs = posedirs
         self.dtype = dtype
 
@@ -220,17 +222,28 @@ def fit_head_model(
         pose = assemble_pose(jaw, eyes)
         shapes = shape.expand(batch, -1)
         focal = log_focal.exp()
-        projected = project_with_world2cam(rig.landmarks(shapes, expression, pose), rotation, translation, focal)
+        projected = project_with_world2cam(
+            rig.landmarks(shapes, expression, pose), rotation, translation, focal
+        )
         error = (projected - obs).norm(dim=-1).mean(-1) / iod
         rms = ((projected - obs) ** 2).sum(-1).mean(-1).sqrt()
         cam2world, intrinsics, label = _camera_outputs(rotation, translation, focal)
     f32 = torch.float32
     camera = CameraFit(
-        rotation.detach().to(f32), translation.detach().to(f32), focal.to(f32),
-        cam2world.to(f32), intrinsics.to(f32), label.to(f32), rms.to(f32),
+        rotation.detach().to(f32),
+        translation.detach().to(f32),
+        focal.to(f32),
+        cam2world.to(f32),
+        intrinsics.to(f32),
+        label.to(f32),
+        rms.to(f32),
     )
     assert POSE_SLICES["jaw"] == slice(6, 9)
     return ModelFit(
-        shapes.detach().to(f32).clone(), expression.detach().to(f32), pose.to(f32), camera,
-        projected.to(f32), error.to(f32),
+        shapes.detach().to(f32).clone(),
+        expression.detach().to(f32),
+        pose.to(f32),
+        camera,
+        projected.to(f32),
+        error.to(f32),
     )

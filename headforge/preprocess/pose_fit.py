@@ -74,7 +74,11 @@ def _matrix_to_axis_angle(matrix: Tensor) -> Tensor:
     cos = ((matrix.diagonal(dim1=1, dim2=2).sum(-1) - 1.0) / 2.0).clamp(-1.0, 1.0)
     angle = torch.acos(cos)
     axis = torch.stack(
-        (matrix[:, 2, 1] - matrix[:, 1, 2], matrix[:, 0, 2] - matrix[:, 2, 0], matrix[:, 1, 0] - matrix[:, 0, 1]),
+        (
+            matrix[:, 2, 1] - matrix[:, 1, 2],
+            matrix[:, 0, 2] - matrix[:, 2, 0],
+            matrix[:, 1, 0] - matrix[:, 0, 1],
+        ),
         dim=-1,
     )
     sin = torch.sin(angle)
@@ -82,7 +86,9 @@ def _matrix_to_axis_angle(matrix: Tensor) -> Tensor:
     return axis * scale[:, None]
 
 
-def initial_camera(points: Tensor, observed: Tensor, weights: Tensor, focal: float = FFHQ_FOCAL) -> tuple[Tensor, Tensor]:
+def initial_camera(
+    points: Tensor, observed: Tensor, weights: Tensor, focal: float = FFHQ_FOCAL
+) -> tuple[Tensor, Tensor]:
     """Closed-form start from an affine camera.
 
     Solves ``observed ~= A @ [X; 1]`` (A: 2x4) by weighted least squares, orthonormalises
@@ -180,8 +186,13 @@ def fit_camera(
         cam2world, intrinsics, label = _camera_outputs(rotation, translation, focal)
     f32 = torch.float32
     return CameraFit(
-        rotation.detach().to(f32), translation.detach().to(f32), focal.to(f32),
-        cam2world.to(f32), intrinsics.to(f32), label.to(f32), rms.to(f32),
+        rotation.detach().to(f32),
+        translation.detach().to(f32),
+        focal.to(f32),
+        cam2world.to(f32),
+        intrinsics.to(f32),
+        label.to(f32),
+        rms.to(f32),
     )
 
 

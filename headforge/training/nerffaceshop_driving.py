@@ -37,7 +37,7 @@ from headforge.eval.features import FeatureNetwork, HeadforgeFeatureNet
 from headforge.eval.image_metrics import perceptual_distance
 from headforge.lighting import directional_light_sh
 from headforge.models.nerffaceshop import NeRFFaceShopGenerator
-from headforge.models.nerffaceshop_controls import HeadControls
+from headforge.models.nerffaceshop_controls import HeadCache, HeadControls
 from headforge.models.nerffaceshop_encoder import (
     CoefficientEncoder,
     CoefficientEncoderConfig,
@@ -140,7 +140,7 @@ class DrivingObjective:
         self.truncation_psi = truncation_psi
 
     @torch.no_grad()
-    def targets(self, latents: DrivingLatents):
+    def targets(self, latents: DrivingLatents) -> tuple[HeadCache, Tensor, Tensor]:
         """Head caches, frontal images I (B, 3, H, W) and their estimated coefficients c (B, E + 3)."""
         camera = frontal_cameras(latents.z.shape[0], latents.z.device)
         cache = self.controls.build(latents.z, camera, latents.m, latents.sh, self.truncation_psi)
@@ -149,7 +149,12 @@ class DrivingObjective:
 
     def loss(self, encoder: CoefficientEncoder, latents: DrivingLatents) -> dict[str, Tensor]:
         """``loss`` = L1 + lambda * perceptual (scalars), for fresh targets of ``latents``."""
-        cache, images, coefficients = self.targets(latents)
+        return self.loss_on_targets(encoder, *self.targets(latents))
+
+    def loss_on_targets(
+        self, encoder: CoefficientEncoder, cache: HeadCache, images: Tensor, coefficients: Tensor
+    ) -> dict[str, Tensor]:
+        """The loss for targets from :meth:`targets` (reusable: a fixed batch needs one generation)."""
         camera = frontal_cameras(images.shape[0], images.device)
         driven = self.controls.render(self.controls.reanimate(cache, encoder(coefficients)), camera)["image"]
         l1 = F.l1_loss(driven, images)

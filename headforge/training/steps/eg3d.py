@@ -16,7 +16,6 @@ first 200 kimg; the neural rendering resolution follows EG3D's schedule.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
@@ -33,12 +32,13 @@ from headforge.training.losses import (
     r1_penalty,
     swap_conditioning,
 )
-from headforge.training.phases import Phase, PhaseContext, make_adam
+from headforge.training.phases import Phase, PhaseContext
 from headforge.training.schedules import (
     blur_sigma,
     conditioning_swap_probability,
     neural_rendering_resolution,
 )
+from headforge.training.steps.common import adversarial_networks
 
 
 class EG3DObjective:
@@ -159,17 +159,12 @@ def snapshot_function(config: EG3DConfig, count: int = 8) -> Callable[[dict], Te
 def build_training(config: EG3DConfig, dataset, device: torch.device) -> TrainingPlan:
     """Networks, optimisers and phases of an EG3D run on ``dataset``."""
     generator = TriplaneGenerator(config)
-    generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
     discriminator = build_discriminator(config)
     objective = EG3DObjective(
         config, dataset.labels_tensor(include_mirrored=getattr(dataset, "xflip", False))
     )
-    g_optimizer = make_adam(
-        generator.parameters(), config.g_lr, config.betas, interval=config.density_reg_interval
-    )
-    d_optimizer = make_adam(
-        discriminator.parameters(), config.d_lr, config.betas, interval=config.r1_interval
-    )
+    adversarial = adversarial_networks(generator, discriminator, config)
+    g_optimizer, d_optimizer = adversarial.g_optimizer, adversarial.d_optimizer
     phases = [
         Phase("Gmain", "G", g_optimizer, objective.generator_main),
         Phase("Greg", "G", g_optimizer, objective.generator_density, interval=config.density_reg_interval),
@@ -179,7 +174,7 @@ def build_training(config: EG3DConfig, dataset, device: torch.device) -> Trainin
     if config.density_reg <= 0:
         phases = [phase for phase in phases if phase.name != "Greg"]
     return TrainingPlan(
-        networks={"G": generator, "G_ema": generator_ema, "D": discriminator},
+        networks=adversarial.networks,
         phases=phases,
         ema_of={"G_ema": "G"},
         ema_kimg=config.ema_kimg,

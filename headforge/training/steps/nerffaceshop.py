@@ -27,7 +27,6 @@ Blur, rendering-resolution and conditioning-swap schedules are EG3D's.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
@@ -53,8 +52,9 @@ from headforge.training.losses import (
     r1_penalty,
     swap_conditioning,
 )
-from headforge.training.phases import Phase, PhaseContext, make_adam
+from headforge.training.phases import Phase, PhaseContext
 from headforge.training.schedules import conditioning_swap_probability
+from headforge.training.steps.common import adversarial_networks
 from headforge.training.steps.eg3d import EG3DObjective
 
 
@@ -320,17 +320,12 @@ def build_training(config: NeRFFaceShopConfig, dataset, device: torch.device) ->
     """
     frames = dataset.dataset if isinstance(dataset, PairDataset) else dataset
     generator = NeRFFaceShopGenerator(config)
-    generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
     discriminator = build_discriminator(config)
     objective = NeRFFaceShopObjective(
         config, frames.labels_tensor(include_mirrored=getattr(frames, "xflip", False))
     )
-    g_optimizer = make_adam(
-        generator.parameters(), config.g_lr, config.betas, interval=config.density_reg_interval
-    )
-    d_optimizer = make_adam(
-        discriminator.parameters(), config.d_lr, config.betas, interval=config.r1_interval
-    )
+    adversarial = adversarial_networks(generator, discriminator, config)
+    g_optimizer, d_optimizer = adversarial.g_optimizer, adversarial.d_optimizer
     phases = [Phase("Gmain", "G", g_optimizer, objective.generator_main)]
     if config.density_reg > 0 or config.lighting_reg > 0:
         phases.append(
@@ -347,7 +342,7 @@ def build_training(config: NeRFFaceShopConfig, dataset, device: torch.device) ->
         Phase("Dreg", "D", d_optimizer, objective.discriminator_r1, interval=config.r1_interval),
     ]
     return TrainingPlan(
-        networks={"G": generator, "G_ema": generator_ema, "D": discriminator},
+        networks=adversarial.networks,
         phases=phases,
         ema_of={"G_ema": "G"},
         ema_kimg=config.ema_kimg,

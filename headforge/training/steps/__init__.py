@@ -1,0 +1,1 @@
+"""Each system's training phases (losses) and its registry entry (``SPEC``)."""
