@@ -71,7 +71,7 @@ class LinearCoefficientEstimator(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def fit(cls, generator: NeRFFaceShopGenerator, count: int = 48, ridge: float = 1e-2):
+    def fit(cls, generator: NeRFFaceShopGenerator, count: int = 32, ridge: float = 1e-2):
         rng = torch.Generator().manual_seed(123)
         latents = sample_driving_latents(generator, count, rng, "cpu")
         objective = DrivingObjective(generator, lambda images: {}, small_feature_net())
@@ -189,17 +189,17 @@ def test_train_driver_writes_encoder_and_resumes(generator, estimator, tmp_path:
     def run(out: Path, steps: int, resume: bool = False) -> dict:
         return train_driver(
             generator, estimator, out, steps, batch_size=2, hidden=32, layers=2,
-            feature_network=small_feature_net(), statistics_samples=8, checkpoint_every=1,
+            feature_network=small_feature_net(), statistics_samples=4, checkpoint_every=1,
             resume=resume, source="test", progress=False,
         )  # fmt: skip
 
-    unbroken = run(tmp_path / "unbroken", 3)
-    run(tmp_path / "broken", 2)
-    resumed = run(tmp_path / "broken", 3, resume=True)
-    assert resumed["resumed_from"] == 2 and unbroken["steps"] == resumed["steps"] == 3
+    unbroken = run(tmp_path / "unbroken", 2)
+    run(tmp_path / "broken", 1)
+    resumed = run(tmp_path / "broken", 2, resume=True)
+    assert resumed["resumed_from"] == 1 and unbroken["steps"] == resumed["steps"] == 2
     first, meta = load_encoder(unbroken["encoder"])
     second, _ = load_encoder(resumed["encoder"])
-    assert meta["steps"] == 3 and meta["source"] == "test"
+    assert meta["steps"] == 2 and meta["source"] == "test"
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
     initial = encoder_for(generator)  # training moved the weights away from any fresh encoder
@@ -218,7 +218,7 @@ def parse(arguments: list[str]) -> argparse.Namespace:
 def frames_of(path: Path) -> np.ndarray:
     reader = imageio.get_reader(path)
     try:
-        return np.stack(list(reader))
+        return np.stack([reader.get_data(i) for i in range(reader.count_frames())])
     finally:
         reader.close()
 
@@ -237,7 +237,15 @@ def test_drive_from_params_json_writes_every_frame(checkpoint, generator, tmp_pa
     assert args.run(args) == 0
     video = frames_of(out)
     assert video.shape == (5, 32, 32, 3)
-    assert np.abs(video[0].astype(int) - video[4].astype(int)).max() > 10  # the coefficients move the face
+    encoder, _ = load_encoder(checkpoint / "encoder")
+    coefficients = torch.tensor([f["expression"] + f["jaw"] for f in frames], dtype=torch.float32)
+    lights = light_schedule(5, generator.sh_avg.reshape(9, 3), rotate=False)
+    rendered = next(driven_outputs(generator, encoder, coefficients, 3, lights, frontal_label(5, "cpu")))
+    expected = ((rendered["image"][3].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
+    assert np.abs(video[3] - expected).mean() < 4  # the fourth frame, through H.264
+    other_seed = next(driven_outputs(generator, encoder, coefficients, 4, lights, frontal_label(5, "cpu")))
+    other = ((other_seed["image"][3].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
+    assert np.abs(video[3] - other).mean() > 3 * np.abs(video[3] - expected).mean()
 
 
 def test_rotating_light_changes_only_the_lighting(generator) -> None:
@@ -253,7 +261,7 @@ def test_rotating_light_changes_only_the_lighting(generator) -> None:
     first, relit, moved = frames
     for key in ("albedo", "albedo_raw", "image_depth", "opacity"):
         assert torch.equal(first[key], relit[key]), key
-    assert (first["image"] - relit["image"]).abs().amax() > 1e-2
+    assert (first["image"] - relit["image"]).abs().amax() > 1e-3  # a fresh G's shading is weak but there
     assert (first["albedo"] - moved["albedo"]).abs().amax() > 1e-2  # the albedo does follow the animation
 
 
@@ -277,7 +285,8 @@ def write_clip_dataset(root: Path) -> Path:
         for frame in range(3):
             name = f"clip{clip}/frame{frame}.png"
             (root / f"clip{clip}").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / name)
+            smooth = Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)).resize((32, 32))
+            smooth.save(root / name)  # low frequencies survive H.264
             labels[name], sh[name], clips[name] = camera, light, (clip, frame)
             params[name] = {
                 "shape": np.zeros(4),
@@ -298,7 +307,8 @@ def test_drive_from_a_studio_clip_shows_the_driving_frame(checkpoint, generator,
     video = frames_of(out)
     assert video.shape == (3, 32, 64, 3)
     driving = np.asarray(Image.open(data / "clip1/frame2.png"))
-    assert np.abs(video[2, :, :32].astype(int) - driving.astype(int)).mean() < 12  # H.264 loses a little
+    assert np.abs(video[2, :, :32].astype(int) - driving.astype(int)).mean() < 6  # H.264 loses a little
+    assert np.abs(video[2, :, :32].astype(int) - video[1, :, :32].astype(int)).mean() > 20
 
 
 # ------------------------------------------------------------------ domain transfer (§IV-B)
@@ -341,15 +351,15 @@ def test_finetune_keeps_g_motion_fixed_changes_g_and_resumes(checkpoint: Path, s
 
     def run(out: Path, max_steps: int | None = None, resume: bool = False) -> dict:
         return finetune_domain(
-            checkpoint, dataset, out, kimg=0.006, batch_size=2, device="cpu",
+            checkpoint, dataset, out, kimg=0.004, batch_size=2, device="cpu",
             feature_network=small_feature_net(), checkpoint_every=1, resume=resume,
             max_steps=max_steps, lighting="dataset", progress=False,
         )  # fmt: skip
 
     unbroken = run(tmp_path / "unbroken")
-    run(tmp_path / "broken", max_steps=2)
+    run(tmp_path / "broken", max_steps=1)
     resumed = run(tmp_path / "broken", resume=True)
-    assert unbroken["steps"] == resumed["steps"] == 3 and resumed["resumed_from"] == 2
+    assert unbroken["steps"] == resumed["steps"] == 2 and resumed["resumed_from"] == 1
     source, _ = load_checkpoint(latest_checkpoint(checkpoint))
     tuned, meta = load_checkpoint(latest_checkpoint(tmp_path / "unbroken"))
     again, _ = load_checkpoint(latest_checkpoint(tmp_path / "broken"))

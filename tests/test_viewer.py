@@ -28,8 +28,11 @@ def raw_settings(**changes) -> dict:
     raw = dict(
         seed=3,
         truncation=0.7,
+        animation_source="latent",
         motion=[0.0, 0.0, 0.0, 0.0],
         animation_seed=0,
+        expression=[],
+        jaw_open=0.0,
         light_azimuth=0.0,
         light_elevation=0.0,
         light_intensity=0.5,
@@ -127,6 +130,9 @@ def test_models_without_animation_or_lighting_ignore_those_settings() -> None:
         ({"average_light": "yes"}, "average_light must be true or false"),
         ({"display": "normals"}, "display must be one of"),
         ({"display": "/etc/passwd"}, "display must be one of"),
+        ({"animation_source": "head_model"}, r"animation_source must be one of \['latent'\]"),
+        ({"expression": [0.5]}, "expression must be 0 numbers"),
+        ({"jaw_open": 0.6}, r"jaw_open must lie in \[0, 0.5\]"),
     ],
 )
 def test_out_of_range_or_mistyped_values_are_refused(change: dict, message: str) -> None:
@@ -286,3 +292,53 @@ def test_parser_binds_localhost_only() -> None:
     assert (args.port, args.host, args.run) == (7860, "127.0.0.1", run_viewer)
     with pytest.raises(SystemExit):
         parser.parse_args(["viewer", "--ckpt", "run", "--host", "0.0.0.0"])
+
+
+# ------------------------------------------------------------------ head-model coefficients (driving encoder)
+
+
+@pytest.fixture(scope="module")
+def driven_engine(engine: NeRFFaceShopEngine) -> NeRFFaceShopEngine:
+    from headforge.models.nerffaceshop_encoder import CoefficientEncoder, CoefficientEncoderConfig
+
+    torch.manual_seed(1)
+    motion_dim = engine.generator.config.motion_dim
+    encoder = CoefficientEncoder(
+        CoefficientEncoderConfig(expression_dim=10, motion_dim=motion_dim, hidden=16)
+    )
+    return make_engine(engine.generator, encoder=encoder)
+
+
+def head_model_settings(**changes) -> ViewSettings:
+    values = {"animation_source": "head_model", "expression": [0.0] * 6, **changes}
+    return parse_settings(raw_settings(**values), motion_count=4, expression_count=6)
+
+
+def test_head_model_coefficients_drive_m_through_the_encoder(driven_engine: NeRFFaceShopEngine) -> None:
+    assert driven_engine.expression_count == 6
+    view = head_model_settings(expression=[1.0, -0.5, 0.0, 0.0, 0.0, 2.0], jaw_open=0.3)
+    coefficients = torch.zeros(1, 13)
+    coefficients[0, :6] = torch.tensor([1.0, -0.5, 0.0, 0.0, 0.0, 2.0])
+    coefficients[0, 10] = 0.3  # jaw axis-angle x, after the 10 expression coefficients
+    assert torch.equal(driven_engine.motion(view), driven_engine.encoder(coefficients))
+
+
+def test_head_model_source_plans(driven_engine: NeRFFaceShopEngine) -> None:
+    previous = head_model_settings()
+    # The latent sliders are not the source: moving them changes nothing.
+    assert plan_update(previous, head_model_settings(motion=[2.0, 0, 0, 0]), ALL_PASSES) == ()
+    assert plan_update(previous, head_model_settings(jaw_open=0.2), ALL_PASSES) == (RA, RN)
+    assert plan_update(previous, head_model_settings(expression=[0, 0, 1.0, 0, 0, 0]), ALL_PASSES) == (RA, RN)
+    latent = parse_settings(raw_settings(expression=[0.0] * 6), motion_count=4, expression_count=6)
+    assert plan_update(previous, latent, ALL_PASSES) == (RA, RN)
+    session = driven_engine.update(ViewerSession(), previous)
+    opened = driven_engine.update(session, head_model_settings(jaw_open=0.5))
+    assert opened.last_stages == (RA, RN) and opened.cache.ws is session.cache.ws
+
+
+def test_encoder_must_match_the_generator(engine: NeRFFaceShopEngine) -> None:
+    from headforge.models.nerffaceshop_encoder import CoefficientEncoder, CoefficientEncoderConfig
+
+    wrong = CoefficientEncoder(CoefficientEncoderConfig(expression_dim=10, motion_dim=3, hidden=8))
+    with pytest.raises(ValueError, match="m of 3 numbers"):
+        make_engine(engine.generator, encoder=wrong)

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from headforge.apps.viewer_engine import ViewerSession, display_image, make_engine
-from headforge.apps.viewer_state import FLOAT_RANGES, INT_RANGES, ViewerInputError, parse_settings
+from headforge.apps.viewer_state import (
+    ANIMATION_SOURCES,
+    FLOAT_RANGES,
+    INT_RANGES,
+    ViewerInputError,
+    parse_settings,
+)
 
 __all__ = ["HOST", "add_viewer_parser", "build_app", "launch_viewer", "run_viewer"]
 
@@ -48,6 +54,63 @@ def _slider(gr, name: str, value: float, label: str, step: float, index: int | N
     return gr.Slider(low, high, value=value, step=step, label=label, elem_id=elem_id)
 
 
+def _control_panel(gr, engine) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Lay out the left column: the setting widgets by ViewSettings field, and the other widgets.
+
+    ``motion`` and ``expression`` map to lists of sliders. Groups a model lacks
+    (animation and lighting for EG3D, head-model sliders without an encoder)
+    are hidden; their widgets still send their defaults, which the plan ignores.
+    """
+    settings: dict[str, Any] = {}
+    extras: dict[str, Any] = {}
+    seed_high = INT_RANGES["seed"][1]
+    # Numbers carry no widget bounds: parse_settings checks every range with one message style.
+    settings["seed"] = gr.Number(0, label=f"Identity seed (0 ... {seed_high})", elem_id="seed")
+    settings["truncation"] = _slider(gr, "truncation", 0.7, "Truncation psi", 0.05)
+    with gr.Accordion("Camera"):
+        settings["yaw"] = _slider(gr, "yaw", 0.0, "Yaw (deg)", 1.0)
+        settings["pitch"] = _slider(gr, "pitch", 0.0, "Pitch (deg)", 1.0)
+    with gr.Accordion("Lighting", visible=engine.relightable):
+        with gr.Row():
+            settings["light_azimuth"] = _slider(gr, "light_azimuth", 0.0, "Light azimuth (deg)", 1.0)
+            settings["light_elevation"] = _slider(gr, "light_elevation", 0.0, "Light elevation (deg)", 1.0)
+        with gr.Row():
+            settings["light_intensity"] = _slider(gr, "light_intensity", 0.5, "Light intensity", 0.05)
+            settings["ambient"] = _slider(gr, "ambient", 0.5, "Ambient", 0.05)
+        with gr.Row():
+            settings["average_light"] = gr.Checkbox(
+                False, label="Training-average light instead", elem_id="average-light"
+            )
+            extras["sphere"] = gr.Image(
+                label="Light", interactive=False, elem_id="light-sphere", format="png", height=128, width=128
+            )
+    with gr.Accordion("Animation", visible=engine.animatable):
+        settings["animation_source"] = gr.Radio(
+            list(ANIMATION_SOURCES) if engine.expression_count else ["latent"],
+            value="latent",
+            label="Animation from (head_model: expression coefficients through the driving encoder)",
+            visible=engine.expression_count > 0,
+            elem_id="animation-source",
+        )
+        with gr.Row():
+            settings["motion"] = [
+                _slider(gr, "motion", 0.0, f"m[{i}]", 0.05, index=i) for i in range(engine.motion_count)
+            ]
+        with gr.Row():
+            settings["animation_seed"] = gr.Number(
+                0, label="Random animation seed (0: neutral)", elem_id="animation-seed"
+            )
+            extras["random_animation"] = gr.Button("Random animation", elem_id="random-animation")
+        with gr.Row(visible=engine.expression_count > 0):
+            settings["expression"] = [
+                _slider(gr, "expression", 0.0, f"expression[{i}]", 0.05, index=i)
+                for i in range(engine.expression_count)
+            ]
+            settings["jaw_open"] = _slider(gr, "jaw_open", 0.0, "Jaw opening (rad)", 0.01)
+    settings["display"] = gr.Radio(list(engine.displays), value="image", label="Show", elem_id="display")
+    return settings, extras
+
+
 def build_app(engine, export_dir: Path, title: str = "headforge viewer"):
     """The gradio Blocks app for an engine (from :func:`~headforge.apps.viewer_engine.make_engine`).
 
@@ -55,55 +118,15 @@ def build_app(engine, export_dir: Path, title: str = "headforge viewer"):
     server). Returns the ``gr.Blocks``; launch it with :func:`launch_viewer`.
     """
     gr = _import_gradio()
-    seed_high = INT_RANGES["seed"][1]
-
     with gr.Blocks(title=title, analytics_enabled=False) as app:
         session_state = gr.State(None)  # a ViewerSession per browser session
         gr.Markdown(f"## {title}\n{type(engine.generator).__name__}: move a control to re-render.")
         with gr.Row():
             with gr.Column(scale=1):
-                # Numbers carry no widget bounds: parse_settings checks every range with one message style.
-                seed = gr.Number(0, label=f"Identity seed (0 ... {seed_high})", elem_id="seed")
-                truncation = _slider(gr, "truncation", 0.7, "Truncation psi", 0.05)
-                with gr.Accordion("Camera"):
-                    yaw = _slider(gr, "yaw", 0.0, "Yaw (deg)", 1.0)
-                    pitch = _slider(gr, "pitch", 0.0, "Pitch (deg)", 1.0)
-                with gr.Accordion("Lighting", visible=engine.relightable):
-                    with gr.Row():
-                        light_azimuth = _slider(gr, "light_azimuth", 0.0, "Light azimuth (deg)", 1.0)
-                        light_elevation = _slider(gr, "light_elevation", 0.0, "Light elevation (deg)", 1.0)
-                    with gr.Row():
-                        light_intensity = _slider(gr, "light_intensity", 0.5, "Light intensity", 0.05)
-                        ambient = _slider(gr, "ambient", 0.5, "Ambient", 0.05)
-                    with gr.Row():
-                        average_light = gr.Checkbox(
-                            False, label="Training-average light instead", elem_id="average-light"
-                        )
-                        sphere = gr.Image(
-                            label="Light",
-                            interactive=False,
-                            elem_id="light-sphere",
-                            format="png",
-                            height=128,
-                            width=128,
-                        )
-                display = gr.Radio(list(engine.displays), value="image", label="Show", elem_id="display")
+                widgets, extras = _control_panel(gr, engine)
             with gr.Column(scale=1):
                 view = gr.Image(label="Render", interactive=False, elem_id="render", format="png", height=320)
                 status = gr.Textbox(label="Status", interactive=False, elem_id="status")
-                with gr.Accordion("Animation", visible=engine.animatable):
-                    with gr.Row():
-                        motion = [
-                            _slider(gr, "motion", 0.0, f"m[{i}]", 0.05, index=i)
-                            for i in range(engine.motion_count)
-                        ]
-                    with gr.Row():
-                        animation_seed = gr.Number(
-                            0,
-                            label="Random animation seed (0: neutral)",
-                            elem_id="animation-seed",
-                        )
-                        random_animation = gr.Button("Random animation", elem_id="random-animation")
                 with gr.Row():
                     mesh_button = gr.Button("Export mesh (PLY)", elem_id="export-mesh")
                     video_button = gr.Button("Export orbit video (MP4)", elem_id="export-video")
@@ -112,60 +135,43 @@ def build_app(engine, export_dir: Path, title: str = "headforge viewer"):
                     video_file = gr.File(
                         label="Orbit video", interactive=False, elem_id="video-file", height=90
                     )
-
-        controls = [
-            seed,
-            truncation,
-            *motion,
-            animation_seed,
-            light_azimuth,
-            light_elevation,
-            light_intensity,
-            ambient,
-            average_light,
-            yaw,
-            pitch,
-            display,
-        ]
+        sphere = extras["sphere"]
+        # One flat input list; read_settings regroups it by field name.
+        layout = [(name, len(w) if isinstance(w, list) else None) for name, w in widgets.items()]
+        controls = [c for w in widgets.values() for c in (w if isinstance(w, list) else [w])]
 
         def read_settings(values: tuple[Any, ...]):
-            seed_v, trunc_v, *rest = values
-            motion_v, rest = rest[: engine.motion_count], rest[engine.motion_count :]
-            raw = dict(
-                zip(
-                    (
-                        "animation_seed",
-                        "light_azimuth",
-                        "light_elevation",
-                        "light_intensity",
-                        "ambient",
-                        "average_light",
-                        "yaw",
-                        "pitch",
-                        "display",
-                    ),
-                    rest,
-                )
-            )
-            raw.update(seed=seed_v, truncation=trunc_v, motion=list(motion_v))
+            raw, position = {}, 0
+            for name, count in layout:
+                if count is None:
+                    raw[name], position = values[position], position + 1
+                else:
+                    raw[name], position = list(values[position : position + count]), position + count
             try:
-                return parse_settings(raw, engine.motion_count, engine.displays)
+                return parse_settings(raw, engine.motion_count, engine.displays, engine.expression_count)
             except ViewerInputError as error:
                 raise gr.Error(str(error)) from error
 
         def on_change(session: ViewerSession | None, *values):
             settings = read_settings(values)
+            previous = session.settings if session is not None else None
             started = time.perf_counter()
             session = engine.update(session or ViewerSession(), settings)
             seconds = time.perf_counter() - started
-            ran = " + ".join(stage.value for stage in session.last_stages) or "nothing (cached)"
+            if previous == settings:
+                # A repeated event (e.g. several sliders set at once): leave the page as it is.
+                return session, gr.skip(), gr.skip(), gr.skip()
+            ran = (
+                " + ".join(stage.value for stage in session.last_stages)
+                or f"nothing (cached {settings.display})"
+            )
             sphere_image = engine.light_preview(settings)
             message = f"seed {settings.seed}: ran {ran} in {seconds:.2f} s"
             return session, display_image(session.passes, settings.display), sphere_image, message
 
         # Sliders, the checkbox and the radio re-render on change; the number boxes on Enter or on
         # leaving them, not at every keystroke (typing "123" would otherwise build three heads).
-        numbers = (seed, animation_seed)
+        numbers = (widgets["seed"], widgets["animation_seed"])
         triggers = [c.change for c in controls if c not in numbers] + [
             e for c in numbers for e in (c.submit, c.blur)
         ]
@@ -178,11 +184,13 @@ def build_app(engine, export_dir: Path, title: str = "headforge viewer"):
         def on_random_animation():
             # The server draws the seed; its leading components go to the sliders, which re-render.
             drawn = secrets.randbelow(INT_RANGES["animation_seed"][1]) + 1
-            return [drawn, *engine.random_motion_leading(drawn)]
+            return ["latent", drawn, *engine.random_motion_leading(drawn)]
 
         if engine.animatable:
-            drawn = random_animation.click(
-                on_random_animation, inputs=None, outputs=[animation_seed, *motion]
+            drawn = extras["random_animation"].click(
+                on_random_animation,
+                inputs=None,
+                outputs=[widgets["animation_source"], widgets["animation_seed"], *widgets["motion"]],
             )
             drawn.then(**update)  # the slider changes also re-render; the plan makes the repeats free
 
@@ -256,6 +264,13 @@ def add_viewer_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         help="bind address: fixed to 127.0.0.1 (the viewer is never exposed to a network)",
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument(
+        "--encoder",
+        type=Path,
+        default=None,
+        help="optional NeRFFaceShop driving encoder (STEM.safetensors + STEM.json): adds head-model "
+        "expression and jaw sliders",
+    )
     p.set_defaults(run=run_viewer)
     return p
 
@@ -272,6 +287,12 @@ def run_viewer(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must lie in [1, 65535], got {args.port}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     generator, _ = load_generator(args.ckpt, device)
+    encoder = None
+    if getattr(args, "encoder", None) is not None:
+        from headforge.models.nerffaceshop_encoder import load_encoder
+
+        encoder, _ = load_encoder(args.encoder, device)
+    engine = make_engine(generator, device, encoder=encoder)
     print(f"headforge viewer: http://{HOST}:{args.port}")
-    launch_viewer(make_engine(generator, device), args.port, block=True)
+    launch_viewer(engine, args.port, block=True)
     return 0

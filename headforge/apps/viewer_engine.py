@@ -111,6 +111,7 @@ class _Engine:
     relightable = False
     displays: tuple[str, ...] = ("image", "depth")
     motion_count = 0
+    expression_count = 0  # head-model expression sliders (a driving encoder is loaded)
 
     def __init__(self, generator: nn.Module, device: torch.device | str = "cpu") -> None:
         self.generator = generator
@@ -191,23 +192,56 @@ class _Engine:
 
 
 class NeRFFaceShopEngine(_Engine):
-    """Identity, animation, lighting and camera of a NeRFFaceShop generator via HeadControls."""
+    """Identity, animation, lighting and camera of a NeRFFaceShop generator via HeadControls.
+
+    Args:
+        generator: a NeRFFaceShopGenerator in eval mode.
+        motion_count: how many leading components of m get sliders.
+        encoder: an optional driving encoder E (``headforge.models.nerffaceshop_encoder``):
+            head-model coefficients -> m; adds the "head_model" animation source.
+        expression_count: how many leading expression coefficients get sliders (with an encoder).
+    """
 
     animatable = True
     relightable = True
     displays = DISPLAYS
 
     def __init__(
-        self, generator: nn.Module, device: torch.device | str = "cpu", motion_count: int = 4
+        self,
+        generator: nn.Module,
+        device: torch.device | str = "cpu",
+        motion_count: int = 4,
+        encoder: nn.Module | None = None,
+        expression_count: int = 6,
     ) -> None:
         from headforge.models.nerffaceshop_controls import HeadControls
 
         super().__init__(generator, device)
         self.controls = HeadControls(generator, noise_mode="const")
         self.motion_count = min(motion_count, generator.config.motion_dim)
+        self.encoder = encoder
+        if encoder is not None:
+            if encoder.config.motion_dim != generator.config.motion_dim:
+                raise ValueError(
+                    f"the encoder maps to m of {encoder.config.motion_dim} numbers, "
+                    f"the generator's m has {generator.config.motion_dim}"
+                )
+            self.encoder = encoder.to(self.device).eval().requires_grad_(False)
+            self.expression_count = min(expression_count, encoder.config.expression_dim)
 
     def motion(self, settings: ViewSettings) -> torch.Tensor:
-        """m (1, motion_dim): the sliders' leading components, the rest from the animation seed (0: zeros)."""
+        """m (1, motion_dim) from the settings' animation source.
+
+        "latent": the sliders' leading components, the rest from the animation
+        seed (0: zeros). "head_model": E([expression (leading from the sliders,
+        rest 0), jaw axis-angle (jaw_open, 0, 0)]).
+        """
+        if settings.animation_source == "head_model":
+            config = self.encoder.config
+            coefficients = torch.zeros(1, config.input_dim)
+            coefficients[0, : self.expression_count] = torch.tensor(settings.expression)
+            coefficients[0, config.expression_dim] = settings.jaw_open  # jaw rotation about x opens the mouth
+            return self.encoder(coefficients.to(self.device))
         dim = self.generator.config.motion_dim
         if settings.animation_seed == 0:
             m = torch.zeros(1, dim)
@@ -273,10 +307,20 @@ class EG3DEngine(_Engine):
         return self.generator.field(cache[1])
 
 
-def make_engine(generator: nn.Module, device: torch.device | str = "cpu", motion_count: int = 4) -> _Engine:
-    """The engine for a loaded generator: NeRFFaceShop's controls when it has them, else EG3D's view."""
+def make_engine(
+    generator: nn.Module,
+    device: torch.device | str = "cpu",
+    motion_count: int = 4,
+    encoder: nn.Module | None = None,
+) -> _Engine:
+    """The engine for a loaded generator: NeRFFaceShop's controls when it has them, else EG3D's view.
+
+    ``encoder`` (a NeRFFaceShop driving encoder) is only accepted with a NeRFFaceShop generator.
+    """
     from headforge.models.nerffaceshop import NeRFFaceShopGenerator
 
     if isinstance(generator, NeRFFaceShopGenerator):
-        return NeRFFaceShopEngine(generator, device, motion_count)
+        return NeRFFaceShopEngine(generator, device, motion_count, encoder)
+    if encoder is not None:
+        raise ValueError(f"a driving encoder needs a NeRFFaceShop checkpoint, not {type(generator).__name__}")
     return EG3DEngine(generator, device)

@@ -13,6 +13,8 @@ group       settings                                         stage when it chang
 ==========  ===============================================  =================================
 identity    seed, truncation psi                             build (everything)
 animation   leading components of m, random-animation seed   reanimate (G_motion ... B_S)
+            (or, with a driving encoder: head-model expression
+            coefficients and jaw opening)
 lighting    light azimuth / elevation / intensity, ambient   relight (lighting mapping, B_S)
 camera      yaw, pitch                                       render (volume rendering + SR)
 display     lit image, albedo, shading or depth              nothing when the last render
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 __all__ = [
+    "ANIMATION_SOURCES",
     "DISPLAYS",
     "FLOAT_RANGES",
     "INT_RANGES",
@@ -42,6 +45,8 @@ __all__ = [
 FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "truncation": (0.0, 1.0),
     "motion": (-3.0, 3.0),  # one component of m ~ N(0, I): +-3 standard deviations
+    "expression": (-3.0, 3.0),  # one head-model expression coefficient (unit-scaled)
+    "jaw_open": (0.0, 0.5),  # jaw rotation about x in radians (positive opens the mouth)
     "light_azimuth": (-180.0, 180.0),
     "light_elevation": (-90.0, 90.0),
     "light_intensity": (0.0, 3.0),
@@ -56,6 +61,9 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 }
 #: What the viewer can show: the lit image, the albedo, the shading (NeRFFaceShop) or depth.
 DISPLAYS = ("image", "albedo", "shading", "depth")
+#: Where the animation latent m comes from: the latent sliders, or head-model coefficients through
+#: the driving encoder E (NeRFFaceShop §IV-A) when one is loaded.
+ANIMATION_SOURCES = ("latent", "head_model")
 
 
 class ViewerInputError(ValueError):
@@ -68,14 +76,20 @@ class ViewSettings:
 
     Angles are in degrees. ``motion`` holds the leading components of the
     animation latent m; the rest of m is drawn from ``animation_seed`` (0: zeros,
-    the neutral mode of N(0, I)). With ``average_light`` the model's running mean
-    of the training lights replaces the directional light.
+    the neutral mode of N(0, I)). With ``animation_source == "head_model"`` m is
+    instead the driving encoder's output for the leading ``expression``
+    coefficients (the rest zero) and ``jaw_open`` (radians). With
+    ``average_light`` the model's running mean of the training lights replaces
+    the directional light.
     """
 
     seed: int
     truncation: float
+    animation_source: str
     motion: tuple[float, ...]
     animation_seed: int
+    expression: tuple[float, ...]
+    jaw_open: float
     light_azimuth: float
     light_elevation: float
     light_intensity: float
@@ -91,7 +105,10 @@ class ViewSettings:
 
     @property
     def animation_key(self) -> tuple:
-        return (self.motion, self.animation_seed)
+        # Only the chosen source's controls matter.
+        if self.animation_source == "head_model":
+            return ("head_model", self.expression, self.jaw_open)
+        return ("latent", self.motion, self.animation_seed)
 
     @property
     def lighting_key(self) -> tuple:
@@ -135,36 +152,47 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
     return value
 
 
+def _check_vector(name: str, values: object, count: int) -> tuple[float, ...]:
+    if not isinstance(values, (list, tuple)) or len(values) != count:
+        raise ViewerInputError(f"{name} must be {count} numbers, got {values!r}")
+    low, high = FLOAT_RANGES[name]
+    return tuple(_check_float(f"{name}[{i}]", v, low, high) for i, v in enumerate(values))
+
+
 def parse_settings(
-    raw: Mapping[str, object], motion_count: int, displays: tuple[str, ...] = DISPLAYS
+    raw: Mapping[str, object],
+    motion_count: int,
+    displays: tuple[str, ...] = DISPLAYS,
+    expression_count: int = 0,
 ) -> ViewSettings:
     """Validate the browser's values (a mapping by :class:`ViewSettings` field name).
 
-    ``motion`` must be a sequence of ``motion_count`` numbers; ``display`` one of
-    ``displays`` (the engine's). Raises :class:`ViewerInputError` naming the
-    first bad setting, its allowed range and the value received.
+    ``motion`` must be a sequence of ``motion_count`` numbers and
+    ``expression`` one of ``expression_count`` (0: no driving encoder, and then
+    ``animation_source`` must be "latent"); ``display`` one of ``displays``
+    (the engine's). Raises :class:`ViewerInputError` naming the first bad
+    setting, its allowed range and the value received.
     """
     expected = set(ViewSettings.__dataclass_fields__)
     if set(raw) != expected:
         missing, unknown = sorted(expected - set(raw)), sorted(set(raw) - expected)
         raise ViewerInputError(f"settings mismatch: missing {missing}, unknown {unknown}")
-    motion = raw["motion"]
-    if not isinstance(motion, (list, tuple)) or len(motion) != motion_count:
-        raise ViewerInputError(f"motion must be {motion_count} numbers, got {motion!r}")
-    low, high = FLOAT_RANGES["motion"]
-    motion_values = tuple(_check_float(f"motion[{i}]", v, low, high) for i, v in enumerate(motion))
+    sources = ANIMATION_SOURCES if expression_count else ANIMATION_SOURCES[:1]
+    if raw["animation_source"] not in sources:
+        raise ViewerInputError(
+            f"animation_source must be one of {list(sources)}, got {raw['animation_source']!r}"
+        )
     if not isinstance(raw["average_light"], bool):
         raise ViewerInputError(f"average_light must be true or false, got {raw['average_light']!r}")
     if raw["display"] not in displays:
         raise ViewerInputError(f"display must be one of {list(displays)}, got {raw['display']!r}")
-    floats = {
-        name: _check_float(name, raw[name], *bounds)
-        for name, bounds in FLOAT_RANGES.items()
-        if name != "motion"
-    }
+    scalar_floats = [name for name in FLOAT_RANGES if name not in ("motion", "expression")]
+    floats = {name: _check_float(name, raw[name], *FLOAT_RANGES[name]) for name in scalar_floats}
     ints = {name: _check_int(name, raw[name], *bounds) for name, bounds in INT_RANGES.items()}
     return ViewSettings(
-        motion=motion_values,
+        animation_source=str(raw["animation_source"]),
+        motion=_check_vector("motion", raw["motion"], motion_count),
+        expression=_check_vector("expression", raw["expression"], expression_count),
         average_light=raw["average_light"],
         display=str(raw["display"]),
         **floats,

@@ -313,7 +313,16 @@ def filtered_resize(
     if x.shape[-2:] == (out_h, out_w):
         return x
     if filter is None:
-        return F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
+        # The antialiased kernel has no bfloat16 / float16 CPU implementation: resize in float32.
+        low_precision = x.dtype in (torch.bfloat16, torch.float16) and x.device.type == "cpu"
+        resized = F.interpolate(
+            x.float() if low_precision else x,
+            size=(out_h, out_w),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
+        return resized.to(x.dtype)
     if out_h != out_w:
         raise ValueError("the FIR ('classic') filtered resize supports square outputs only")
     x = upsample2d(x, filter, up=2)

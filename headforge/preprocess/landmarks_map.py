@@ -172,7 +172,6 @@ def _fit_weights() -> Tensor:
     weights = torch.ones(70)
     weights[0:17] = 0.3  # silhouette vs surface-curve mismatch on the jaw contour
     weights[8] = 1.0  # the chin point is a surface point in both conventions
-    weights[68:70] = 0.5  # irises: only drive the gaze, and are noisier
     return weights
 
 

@@ -29,7 +29,13 @@ from headforge.cameras import FFHQ_FOCAL
 from headforge.heads.base import POSE_DIM, POSE_SLICES, HeadModel, landmarks_from_barycentric
 from headforge.heads.lbs import lbs
 from headforge.preprocess.landmarks_map import LANDMARK_FIT_WEIGHTS, inter_ocular_distance
-from headforge.preprocess.pose_fit import CameraFit, _camera_outputs, fit_camera, project_with_world2cam
+from headforge.preprocess.pose_fit import (
+    CameraFit,
+    _camera_outputs,
+    fit_camera,
+    one_thread,
+    project_with_world2cam,
+)
 
 __all__ = ["LandmarkRig", "FitPriors", "ModelFit", "fit_head_model", "assemble_pose"]
 
@@ -114,7 +120,7 @@ class FitPriors:
     shape_std: float = 1.0
     expression_std: float = 0.5
     jaw_std: float = 0.15
-    eye_std: float = 0.3
+    eye_std: float = 0.5
     smooth_expression_std: float = 0.1
     smooth_pose_std: float = 0.05
     smooth_camera_std: float = 0.05
@@ -153,7 +159,7 @@ def fit_head_model(
     shared_shape: bool = False,
     priors: FitPriors | None = None,
     weights: Tensor | None = None,
-    iterations: int = 150,
+    iterations: int = 100,
 ) -> ModelFit:
     """Fit the head model and camera to 2D landmarks.
 
@@ -217,7 +223,8 @@ def fit_head_model(
         loss.backward()
         return loss
 
-    optimiser.step(closure)
+    with one_thread():
+        optimiser.step(closure)
     with torch.no_grad():
         pose = assemble_pose(jaw, eyes)
         shapes = shape.expand(batch, -1)

@@ -16,7 +16,9 @@ The result is a 25-number EG3D label (cam2world 16 + intrinsics 9).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +27,30 @@ from torch import Tensor
 from headforge.cameras import FFHQ_FOCAL, intrinsics_matrix, label_from_matrices
 from headforge.heads.lbs import rodrigues
 
-__all__ = ["CameraFit", "project_with_world2cam", "initial_camera", "fit_camera", "rotation_angle_degrees"]
+__all__ = [
+    "one_thread",
+    "CameraFit",
+    "project_with_world2cam",
+    "initial_camera",
+    "fit_camera",
+    "rotation_angle_degrees",
+]
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run PyTorch on one CPU thread inside the block.
+
+    The fits evaluate tiny tensors hundreds of times; thread hand-offs cost more than
+    they save (about 2x slower with two threads), and a pool of workers is the better
+    way to use more cores.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @dataclass
@@ -178,7 +203,8 @@ def fit_camera(
         loss.backward()
         return loss
 
-    optimiser.step(closure)
+    with one_thread():
+        optimiser.step(closure)
     with torch.no_grad():
         focal = log_focal.exp()
         projected = project_with_world2cam(points64, rotation, translation, focal)

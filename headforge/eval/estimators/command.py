@@ -144,8 +144,13 @@ def run_train_estimators(args: argparse.Namespace) -> dict[str, Any]:
     manifest_path = out / MANIFEST_NAME
     manifest: dict[str, Any] = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     manifest.setdefault("estimators", {})
-    heldout = _to_device(load_estimator_data([args.heldout]), args.device)
-    heldout_description = _describe([args.heldout])
+    heldout_cache: list[EstimatorData] = []
+
+    def heldout() -> EstimatorData:
+        # Loaded after training, so the held-out set may still be rendering while training runs.
+        if not heldout_cache:
+            heldout_cache.append(_to_device(load_estimator_data([args.heldout]), args.device))
+        return heldout_cache[0]
 
     if "attributes" in args.kinds:
         started = time.time()
@@ -153,8 +158,11 @@ def run_train_estimators(args: argparse.Namespace) -> dict[str, Any]:
         network = train_attribute_network(
             data, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed
         )
-        accuracy = _rounded(evaluate_attributes(network, heldout))
-        network.to("cpu").save_weights(out / ATTRIBUTES_FILE, {"kinds": "expression,pose,lighting,shape"})
+        kinds_meta = {"kinds": "expression,pose,lighting,shape"}
+        network.to("cpu").save_weights(out / ATTRIBUTES_FILE, kinds_meta, storage_dtype=torch.float16)
+        # Evaluate what ships: the float16 file, reloaded.
+        network = EstimatorNetwork.from_file(out / ATTRIBUTES_FILE, device=args.device)
+        accuracy = _rounded(evaluate_attributes(network, heldout()))
         common = {
             "file": ATTRIBUTES_FILE,
             "network": "attributes (joint heads: " + ", ".join(network.head_dims) + ")",
@@ -167,7 +175,7 @@ def run_train_estimators(args: argparse.Namespace) -> dict[str, Any]:
                 "seconds": round(time.time() - started, 1),
                 "command": command,
             },
-            "heldout_data": heldout_description,
+            "heldout_data": _describe([args.heldout]),
         }
         for kind in ("expression", "pose", "lighting", "shape"):
             figures = {"expression": {"expression": accuracy["expression"], "jaw": accuracy["jaw"]}}.get(
@@ -193,8 +201,9 @@ def run_train_estimators(args: argparse.Namespace) -> dict[str, Any]:
         data = _to_device(load_estimator_data(identity_paths), args.device)
         epochs = args.identity_epochs or args.epochs
         network = train_identity_network(data, epochs=epochs, seed=args.seed, init_from=init_from)
-        accuracy = _rounded(evaluate_identity(network, heldout))
-        network.to("cpu").save_weights(out / IDENTITY_FILE, {"kinds": "identity"})
+        network.to("cpu").save_weights(out / IDENTITY_FILE, {"kinds": "identity"}, torch.float16)
+        network = EstimatorNetwork.from_file(out / IDENTITY_FILE, device=args.device)
+        accuracy = _rounded(evaluate_identity(network, heldout()))
         manifest["estimators"]["identity"] = {
             "kind": "identity",
             "file": IDENTITY_FILE,
@@ -208,7 +217,7 @@ def run_train_estimators(args: argparse.Namespace) -> dict[str, Any]:
                 "initialised_from": ATTRIBUTES_FILE if init_from is not None else None,
                 "command": command,
             },
-            "heldout_data": heldout_description,
+            "heldout_data": _describe([args.heldout]),
             "heldout_accuracy": accuracy,
         }
         print(json.dumps(accuracy, indent=1))

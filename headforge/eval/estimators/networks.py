@@ -209,13 +209,24 @@ class EstimatorNetwork(nn.Module):
         meta.update(dict(extra or {}))
         return meta
 
-    def save_weights(self, path: str | Path, extra_metadata: Mapping[str, str] | None = None) -> Path:
-        """Write weights + architecture metadata to ``path`` (through a temporary file renamed into place)."""
+    def save_weights(
+        self,
+        path: str | Path,
+        extra_metadata: Mapping[str, str] | None = None,
+        storage_dtype: torch.dtype = torch.float32,
+    ) -> Path:
+        """Write weights + architecture metadata to ``path`` (through a temporary file renamed into place).
+
+        ``storage_dtype=torch.float16`` halves the file (the shipped assets use
+        it); ``from_file`` converts back to float32 on load.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {name: value.detach().cpu().contiguous() for name, value in self.state_dict().items()}
+        state = self.state_dict()
+        tensors = {key: value.detach().to("cpu", storage_dtype).contiguous() for key, value in state.items()}
         temporary = path.with_name(path.name + ".tmp")
         save_file(tensors, str(temporary), metadata=self.metadata(extra_metadata))
+        temporary.chmod(0o644)  # safetensors creates 0600 files; shipped assets must be world-readable
         temporary.replace(path)
         return path
 

@@ -1,0 +1,384 @@
+"""``headforge preprocess images|videos``: a folder of photos or clips -> an EG3D dataset.
+
+Per image (:class:`FaceFitter`): detect the face (largest if several) -> 70 landmarks
+(``landmarks_map``) -> EG3D crop (``align``) -> head-model + camera fit (``model_fit``) ->
+SH lighting from the fitted mesh (``lighting_fit``) -> crop PNG + report PNG + a record.
+Videos go through ``video.py`` with the same stages plus filters and a shared identity.
+
+Output folder::
+
+    images/<name>.png          the aligned crops (videos: images/<clip>/<frame>.png)
+    reports/<name>.png         landmarks | mesh overlay | SH sphere
+    records/<name>.json        per-item done marker (written last, atomically)
+    dataset.json               labels, sh, params (+ clips), written at the end
+    summary.json, index.png, index.html
+
+Every file is written to a temporary name and renamed, so an interrupted run never leaves
+half a file, and a rerun skips every item whose record exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from headforge.data.dataset_json import write_dataset_json
+from headforge.heads.base import HeadModel
+from headforge.preprocess.align import CropBox, crop_box_from_landmarks, crop_image, landmarks_to_crop
+from headforge.preprocess.detect import FaceDetection, FaceDetector
+from headforge.preprocess.landmarks_map import LANDMARK_FIT_WEIGHTS, mediapipe_to_ibug70
+from headforge.preprocess.lighting_fit import fit_lighting
+from headforge.preprocess.model_fit import ModelFit, fit_head_model
+from headforge.preprocess.report import contact_sheet, sample_report
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "PreprocessSettings",
+    "SkipItemError",
+    "FaceFitter",
+    "write_bytes_atomic",
+    "write_png_atomic",
+    "write_json_atomic",
+    "item_name",
+    "run_preprocess_images",
+    "finalize_dataset",
+    "add_preprocess_parser",
+    "run_preprocess",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class PreprocessSettings:
+    """Options of a preprocess run (all recorded in ``dataset.json`` meta).
+
+    Attributes:
+        resolution: output crop side in pixels.
+        fit_resolution: side at which the fitted mesh is rasterised for lighting and reports.
+        min_face_px: leave out faces whose crop side in the source is smaller (FFHQ rule).
+        max_faces: faces the detector reports per image (the largest is kept).
+        flame_path: a FLAME model file to fit instead of the procedural head.
+        workers: processes.
+    """
+
+    resolution: int = 512
+    fit_resolution: int = 128
+    min_face_px: float = 128.0
+    max_faces: int = 4
+    flame_path: str | None = None
+    workers: int = 1
+
+
+class SkipItemError(Exception):
+    """An item left out; ``reason`` is a short machine-readable tag."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def write_png_atomic(path: Path, image: np.ndarray) -> None:
+    """(H, W, 3) uint8 -> PNG at ``path``, atomically."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    write_bytes_atomic(path, json.dumps(value, allow_nan=False, indent=1).encode())
+
+
+def item_name(path: Path, root: Path) -> str:
+    """Unique, flat name of an input file: its path under ``root`` without suffix, '/' -> '__'."""
+    return "__".join(path.relative_to(root).with_suffix("").parts)
+
+
+def load_head_model(flame_path: str | None) -> HeadModel:
+    """The procedural head, or FLAME from a user-supplied file."""
+    if flame_path:
+        from headforge.heads.flame import FlameHeadModel
+
+        return FlameHeadModel.from_file(flame_path)
+    from headforge.heads.procedural import ProceduralHeadModel
+
+    return ProceduralHeadModel()
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+class FaceFitter:
+    """Detection -> crop -> fits for single images; holds the models between items."""
+
+    def __init__(self, settings: PreprocessSettings, detector: FaceDetector | None = None) -> None:
+        self.settings = settings
+        self.model = load_head_model(settings.flame_path)
+        self.mean_landmarks = self.model().landmarks[0].detach()
+        self.detector = detector or FaceDetector(max_faces=settings.max_faces)
+
+    def largest_face(self, image: np.ndarray) -> tuple[FaceDetection, int]:
+        faces = self.detector.detect(image)
+        if not faces:
+            raise SkipItemError("no_face")
+        return faces[0], len(faces)
+
+    def crop_for(self, face: FaceDetection) -> tuple[CropBox, torch.Tensor]:
+        """Crop box and the (70, 2) pixel landmarks of a detection; SkipItemError if too small."""
+        points = mediapipe_to_ibug70(torch.from_numpy(face.points[:, :2]))
+        box = crop_box_from_landmarks(points, self.mean_landmarks, LANDMARK_FIT_WEIGHTS)
+        if box.side < self.settings.min_face_px:
+            raise SkipItemError(
+                "face_too_small", f"crop side {box.side:.0f} px < {self.settings.min_face_px:.0f}"
+            )
+        return box, points
+
+    def lighting_and_report(
+        self, crop: np.ndarray, observed: torch.Tensor, fit: ModelFit, index: int
+    ) -> dict:
+        """SH from the fitted mesh, and the report image, for row ``index`` of a fit."""
+        size = self.settings.fit_resolution
+        small = np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.BOX))
+        with torch.no_grad():
+            posed = self.model(
+                fit.shape[index : index + 1], fit.expression[index : index + 1], fit.pose[index : index + 1]
+            )
+        cam2world, intrinsics = fit.camera.cam2world[index], fit.camera.intrinsics[index]
+        lighting = fit_lighting(
+            torch.from_numpy(small.copy()).float() / 255.0, self.model, posed.vertices[0], cam2world, intrinsics
+        )
+        report = sample_report(
+            crop, observed.numpy(), fit.landmarks_2d[index].numpy(), lighting.normals, cam2world, lighting.sh
+        )
+        return {"sh": lighting.sh, "report": report, "skin_pixels": int(lighting.inlier_mask.sum())}
+
+    def params_entry(self, fit: ModelFit, index: int) -> dict[str, Any]:
+        model_name = "flame" if self.settings.flame_path else "procedural"
+        return {
+            "shape": fit.shape[index].tolist(),
+            "expression": fit.expression[index].tolist(),
+            "pose": fit.pose[index].tolist(),
+            "model": model_name,
+        }
+
+    def process_image(self, image: np.ndarray, name: str, out: Path) -> dict[str, Any]:
+        """Fit one image and write its crop and report; returns its record (raises SkipItemError)."""
+        face, n_faces = self.largest_face(image)
+        box, points = self.crop_for(face)
+        crop = crop_image(image, box, self.settings.resolution)
+        observed = landmarks_to_crop(points, box)
+        fit = fit_head_model(self.model, observed[None])
+        extra = self.lighting_and_report(crop, observed, fit, 0)
+        file = f"images/{name}.png"
+        write_png_atomic(out / file, crop)
+        write_png_atomic(out / "reports" / f"{name}.png", extra["report"])
+        return {
+            "status": "ok",
+            "file": file,
+            "faces_detected": n_faces,
+            "crop_box": box.to_list(),
+            "label": fit.camera.label[0].tolist(),
+            "sh": extra["sh"].reshape(-1).tolist(),
+            "params": self.params_entry(fit, 0),
+            "landmark_error_iod": float(fit.error_iod[0]),
+            "skin_pixels": extra["skin_pixels"],
+        }
+
+
+# --------------------------------------------------------------------------- images run
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(settings: PreprocessSettings) -> None:
+    torch.set_num_threads(1)
+    _WORKER["fitter"] = FaceFitter(settings)
+
+
+def _process_file(path: Path, name: str, out: Path) -> dict[str, Any]:
+    """Read, fit and record one input file; every failure becomes a 'skipped' record."""
+    fitter: FaceFitter = _WORKER["fitter"]
+    started = time.perf_counter()
+    try:
+        try:
+            with Image.open(path) as handle:
+                image = np.asarray(handle.convert("RGB"))
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise SkipItemError("unreadable", str(error)) from error
+        record = fitter.process_image(image, name, out)
+    except SkipItemError as skip:
+        record = {"status": "skipped", "reason": skip.reason, "detail": skip.detail}
+    except Exception as error:  # a bug or a numerical failure must not end the whole run
+        record = {"status": "skipped", "reason": "error", "detail": f"{error!r}\n{traceback.format_exc()}"}
+    record.update({"source": str(path), "name": name, "seconds": time.perf_counter() - started})
+    write_json_atomic(out / "records" / f"{name}.json", record)
+    return record
+
+
+def _list_inputs(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def run_preprocess_images(
+    in_dir: str | Path, out_dir: str | Path, settings: PreprocessSettings | None = None
+) -> dict:
+    """Preprocess every image under ``in_dir`` into ``out_dir``; returns the summary.
+
+    Inputs: files with a suffix in ``IMAGE_SUFFIXES`` (anything else is ignored; a file with
+    such a suffix that does not decode is reported as ``unreadable``).
+    """
+    settings = settings or PreprocessSettings()
+    root, out = Path(in_dir), Path(out_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"input folder {root} does not exist")
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    inputs = _list_inputs(root, IMAGE_SUFFIXES)
+    todo, records = [], {}
+    for path in inputs:
+        name = item_name(path, root)
+        done = out / "records" / f"{name}.json"
+        if done.exists():
+            records[name] = json.loads(done.read_text())
+        else:
+            todo.append((path, name))
+    if settings.workers > 1 and len(todo) > 1:
+        context = get_context("spawn")
+        with ProcessPoolExecutor(settings.workers, context, _init_worker, (settings,)) as pool:
+            for record in pool.map(_process_file, *zip(*todo, strict=True), [out] * len(todo)):
+                records[record["name"]] = record
+    elif todo:
+        _init_worker(settings)
+        for path, name in todo:
+            records[name] = _process_file(path, name, out)
+    return finalize_dataset(out, records, settings, fresh=len(todo), seconds=time.perf_counter() - started)
+
+
+def finalize_dataset(
+    out: Path, records: dict[str, dict[str, Any]], settings: PreprocessSettings, fresh: int, seconds: float
+) -> dict[str, Any]:
+    """Write dataset.json, summary.json and the index from all records; returns the summary."""
+    kept = {name: r for name, r in sorted(records.items()) if r["status"] == "ok"}
+    frames = [(r, f) for r in kept.values() for f in (r.get("frames") or [r])]
+    labels = [(f["file"], f["label"]) for _, f in frames]
+    if labels:
+        clips = None
+        if any("frames" in r for r in kept.values()):
+            clips = [(f["file"], (r["clip_id"], k)) for r in kept.values() for k, f in enumerate(r["frames"])]
+        write_dataset_json(
+            out,
+            labels,
+            sh=[(f["file"], f["sh"]) for _, f in frames],
+            params=[(f["file"], f["params"]) for _, f in frames],
+            clips=clips,
+            meta={"generator": "headforge preprocess", "settings": asdict(settings)},
+        )
+    skipped = {
+        name: {"reason": r["reason"], "source": r["source"]}
+        for name, r in records.items()
+        if r["status"] != "ok"
+    }
+    reasons: dict[str, int] = {}
+    for entry in skipped.values():
+        reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
+    summary = {
+        "inputs": len(records),
+        "kept": len(kept),
+        "images_written": len(labels),
+        "skipped": len(skipped),
+        "skip_reasons": reasons,
+        "skipped_items": skipped,
+        "several_faces": sorted(n for n, r in kept.items() if r.get("faces_detected", 1) > 1),
+        "processed_now": fresh,
+        "seconds": seconds,
+        "items_per_second": fresh / seconds if seconds > 0 and fresh else None,
+    }
+    write_json_atomic(out / "summary.json", summary)
+    reports = [np.asarray(Image.open(out / "reports" / f"{name}.png")) for name in list(kept)[:64]]
+    write_png_atomic(out / "index.png", contact_sheet(reports))
+    rows = "\n".join(
+        f'<tr><td>{name}</td><td><img src="reports/{name}.png" width="480"></td></tr>' for name in kept
+    )
+    skipped_rows = "\n".join(f"<li>{name}: {e['reason']}</li>" for name, e in skipped.items())
+    html = (
+        f"<html><body><h1>headforge preprocess</h1><table>{rows}</table>"
+        f"<h2>Skipped</h2><ul>{skipped_rows}</ul></body></html>"
+    )
+    write_bytes_atomic(out / "index.html", html.encode())
+    return summary
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_preprocess_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``preprocess images|videos`` on a CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "preprocess", help="turn photos or talking-head videos into an EG3D dataset"
+    )
+    parser.add_argument("kind", choices=("images", "videos"))
+    parser.add_argument("--in", dest="in_dir", required=True, help="input folder")
+    parser.add_argument("--out", dest="out_dir", required=True, help="output dataset folder")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--resolution", type=int, default=512, help="crop side in pixels")
+    parser.add_argument(
+        "--min-face", type=float, default=128.0, help="leave out faces with a smaller crop (px)"
+    )
+    parser.add_argument(
+        "--flame", default=None, help="fit this FLAME model file instead of the procedural head"
+    )
+    parser.add_argument("--max-frames", type=int, default=48, help="videos: frames kept per clip")
+    parser.set_defaults(func=run_preprocess)
+    return parser
+
+
+def run_preprocess(args: argparse.Namespace) -> int:
+    """CLI entry: run, print the summary, return the exit code (0, or 1 if nothing was kept)."""
+    settings = PreprocessSettings(
+        resolution=args.resolution, min_face_px=args.min_face, flame_path=args.flame, workers=args.workers
+    )
+    if args.kind == "images":
+        summary = run_preprocess_images(args.in_dir, args.out_dir, settings)
+    else:
+        from headforge.preprocess.video import run_preprocess_videos
+
+        summary = run_preprocess_videos(args.in_dir, args.out_dir, settings, max_frames=args.max_frames)
+    printable = {k: v for k, v in summary.items() if k != "skipped_items"}
+    print(json.dumps(printable, indent=1))
+    for name, entry in summary["skipped_items"].items():
+        print(f"skipped {name}: {entry['reason']}")
+    return 0 if summary["kept"] else 1
