@@ -1,4 +1,4 @@
-"""NeRFFaceShop applications: the coefficient -> animation encoder and driving (§IV-A), domain transfer (§IV-B)."""
+"""NeRFFaceShop apps: coefficient -> animation encoder and driving (§IV-A), domain transfer (§IV-B)."""
 
 from __future__ import annotations
 
@@ -232,7 +232,9 @@ def test_drive_from_params_json_writes_every_frame(checkpoint, generator, tmp_pa
     params = tmp_path / "params.json"
     params.write_text(json.dumps(frames))
     out = tmp_path / "driven.mp4"
-    args = parse(["drive", "--ckpt", str(checkpoint), "--params", str(params), "--seed", "3", "--out", str(out)])
+    args = parse(
+        ["drive", "--ckpt", str(checkpoint), "--params", str(params), "--seed", "3", "--out", str(out)]
+    )
     args.device = "cpu"
     assert args.run(args) == 0
     video = frames_of(out)
@@ -256,7 +258,9 @@ def test_rotating_light_changes_only_the_lighting(generator) -> None:
     lights[2] = lights[0]
     cameras = frontal_label(3, "cpu")
     frames = list(
-        driven_outputs(generator, encoder, coefficients, 0, lights, cameras, batch=1, passes=("image", "albedo"))
+        driven_outputs(
+            generator, encoder, coefficients, 0, lights, cameras, batch=1, passes=("image", "albedo")
+        )
     )
     first, relit, moved = frames
     for key in ("albedo", "albedo_raw", "image_depth", "opacity"):
@@ -301,7 +305,9 @@ def test_drive_from_a_studio_clip_shows_the_driving_frame(checkpoint, generator,
     save_encoder(encoder_for(generator), tmp_path / "enc")
     data = write_clip_dataset(tmp_path / "clips")
     out = tmp_path / "clip.mp4"
-    args = parse(["drive", "--ckpt", str(checkpoint), "--clip", str(data), "--clip-id", "1", "--out", str(out)])
+    args = parse(
+        ["drive", "--ckpt", str(checkpoint), "--clip", str(data), "--clip-id", "1", "--out", str(out)]
+    )
     args.device, args.encoder, args.rotate_light = "cpu", tmp_path / "enc.safetensors", True
     assert args.run(args) == 0
     video = frames_of(out)
@@ -318,13 +324,13 @@ def test_drive_from_a_studio_clip_shows_the_driving_frame(checkpoint, generator,
 def stylised(checkpoint: Path, generator, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four exported source images, "stylised" in place (colours inverted, as a stand-in target domain)."""
     folder = tmp_path_factory.mktemp("domain")
-    export_source_images(generator, folder, 4, seed=5, batch=3)
-    for path in sorted((folder / "images").glob("*.png")):
+    export_source_images(generator, folder / "dataset", 4, seed=5, batch=3)
+    (folder / "exported").mkdir()
+    for path in sorted((folder / "dataset" / "images").glob("*.png")):
         image = np.asarray(Image.open(path))
-        (folder / "exported").mkdir(exist_ok=True)
-        Image.fromarray(image).save(folder / "exported" / path.name)
+        Image.fromarray(image).save(folder / "exported" / path.name)  # kept to compare with
         Image.fromarray(255 - image).save(path)
-    return folder
+    return folder / "dataset"
 
 
 def test_exported_latents_regenerate_the_source_images(generator, stylised: Path) -> None:
@@ -339,14 +345,16 @@ def test_exported_latents_regenerate_the_source_images(generator, stylised: Path
             item["ws"], albedo, generator.encode_lighting(item["sh"]), "const"
         )
         image = generator.render(albedo.planes, shading, item["ws"], item["camera"], perturb=False)["image"]
-    exported = sorted((stylised / "exported").glob("*.png"))
-    source = torch.stack([torch.from_numpy(np.asarray(Image.open(p))) for p in exported])
+    exported = sorted((stylised.parent / "exported").glob("*.png"))
+    source = torch.stack([torch.from_numpy(np.array(Image.open(p))) for p in exported])
     source = source.permute(0, 3, 1, 2).float() / 127.5 - 1
     assert (image.clamp(-1, 1) - source).abs().amax() <= 1.01 / 127.5  # uint8 rounding only
     assert (dataset[0]["image"] - source[0]).abs().amax() > 0.5  # the dataset serves the stylised image
 
 
-def test_finetune_keeps_g_motion_fixed_changes_g_and_resumes(checkpoint: Path, stylised: Path, tmp_path) -> None:
+def test_finetune_keeps_g_motion_fixed_changes_g_and_resumes(
+    checkpoint: Path, stylised: Path, tmp_path
+) -> None:
     dataset = DomainTransferDataset(stylised)
 
     def run(out: Path, max_steps: int | None = None, resume: bool = False) -> dict:
@@ -400,3 +408,39 @@ def test_random_lights_are_valid_front_lights() -> None:
     assert lights.shape == (64, 9, 3)
     # L_1,0 (z) > 0 on average: light mostly arrives from the camera's side; L00 fixes the total.
     assert float(lights[:, 2, 0].mean()) > 0 and bool((lights[:, 0] > 0).all())
+
+
+def test_finetune_domain_command_line(checkpoint: Path, tmp_path: Path) -> None:
+    from headforge.training.domain_transfer import add_finetune_domain_parser
+
+    parser = argparse.ArgumentParser()
+    add_finetune_domain_parser(parser.add_subparsers(dest="command"))
+    export = [
+        "finetune-domain",
+        "export",
+        "--ckpt",
+        str(checkpoint),
+        "--count",
+        "2",
+        "--out",
+        str(tmp_path / "d"),
+    ]
+    args = parser.parse_args([*export, "--device", "cpu"])
+    assert args.run(args) == 0
+    assert len(list((tmp_path / "d" / "images").glob("*.png"))) == 2
+    train = ["finetune-domain", "--ckpt", str(checkpoint), "--images", str(tmp_path / "d"), "--out"]
+    train += [
+        str(tmp_path / "run"),
+        "--kimg",
+        "0.002",
+        "--batch",
+        "2",
+        "--lighting",
+        "dataset",
+        "--device",
+        "cpu",
+    ]
+    args = parser.parse_args(train)
+    assert args.action == "train" and args.run(args) == 0
+    assert latest_checkpoint(tmp_path / "run") is not None
+    assert isinstance(load_generator(tmp_path / "run")[0], NeRFFaceShopGenerator)

@@ -342,3 +342,16 @@ def test_encoder_must_match_the_generator(engine: NeRFFaceShopEngine) -> None:
     wrong = CoefficientEncoder(CoefficientEncoderConfig(expression_dim=10, motion_dim=3, hidden=8))
     with pytest.raises(ValueError, match="m of 3 numbers"):
         make_engine(engine.generator, encoder=wrong)
+
+
+def test_apps_build_for_every_engine(driven_engine: NeRFFaceShopEngine, tmp_path: Path) -> None:
+    pytest.importorskip("gradio", reason="gradio not installed (pip install -e '.[viewer]')")
+    from headforge.apps.viewer import build_app
+
+    torch.manual_seed(0)
+    eg3d = make_engine(TriplaneGenerator(eg3d_preset("tiny")).eval().requires_grad_(False))
+    for engine, has_expression in ((driven_engine, True), (eg3d, False)):
+        app = build_app(engine, tmp_path)
+        components = {c["props"].get("elem_id"): c for c in app.config["components"]}
+        assert {"render", "status", "seed", "yaw", "export-mesh"} <= set(components)
+        assert ("expression-0" in components) == has_expression

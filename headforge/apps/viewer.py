@@ -55,7 +55,7 @@ def _slider(gr, name: str, value: float, label: str, step: float, index: int | N
 
 
 def _control_panel(gr, engine) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Lay out the left column: the setting widgets by ViewSettings field, and the other widgets.
+    """Lay out identity, camera and lighting: the setting widgets by ViewSettings field, and the others.
 
     ``motion`` and ``expression`` map to lists of sliders. Groups a model lacks
     (animation and lighting for EG3D, head-model sliders without an encoder)
@@ -84,6 +84,12 @@ def _control_panel(gr, engine) -> tuple[dict[str, Any], dict[str, Any]]:
             extras["sphere"] = gr.Image(
                 label="Light", interactive=False, elem_id="light-sphere", format="png", height=128, width=128
             )
+    settings["display"] = gr.Radio(list(engine.displays), value="image", label="Show", elem_id="display")
+    return settings, extras
+
+
+def _animation_panel(gr, engine, settings: dict[str, Any], extras: dict[str, Any]) -> None:
+    """Lay out the animation controls (latent sliders, random animation, head-model sliders)."""
     with gr.Accordion("Animation", visible=engine.animatable):
         settings["animation_source"] = gr.Radio(
             list(ANIMATION_SOURCES) if engine.expression_count else ["latent"],
@@ -107,8 +113,6 @@ def _control_panel(gr, engine) -> tuple[dict[str, Any], dict[str, Any]]:
                 for i in range(engine.expression_count)
             ]
             settings["jaw_open"] = _slider(gr, "jaw_open", 0.0, "Jaw opening (rad)", 0.01)
-    settings["display"] = gr.Radio(list(engine.displays), value="image", label="Show", elem_id="display")
-    return settings, extras
 
 
 def build_app(engine, export_dir: Path, title: str = "headforge viewer"):
@@ -127,6 +131,7 @@ def build_app(engine, export_dir: Path, title: str = "headforge viewer"):
             with gr.Column(scale=1):
                 view = gr.Image(label="Render", interactive=False, elem_id="render", format="png", height=320)
                 status = gr.Textbox(label="Status", interactive=False, elem_id="status")
+                _animation_panel(gr, engine, widgets, extras)
                 with gr.Row():
                     mesh_button = gr.Button("Export mesh (PLY)", elem_id="export-mesh")
                     video_button = gr.Button("Export orbit video (MP4)", elem_id="export-video")

@@ -179,7 +179,11 @@ class FaceFitter:
             )
         cam2world, intrinsics = fit.camera.cam2world[index], fit.camera.intrinsics[index]
         lighting = fit_lighting(
-            torch.from_numpy(small.copy()).float() / 255.0, self.model, posed.vertices[0], cam2world, intrinsics
+            torch.from_numpy(small.copy()).float() / 255.0,
+            self.model,
+            posed.vertices[0],
+            cam2world,
+            intrinsics,
         )
         report = sample_report(
             crop, observed.numpy(), fit.landmarks_2d[index].numpy(), lighting.normals, cam2world, lighting.sh
@@ -362,7 +366,7 @@ def add_preprocess_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
         "--flame", default=None, help="fit this FLAME model file instead of the procedural head"
     )
     parser.add_argument("--max-frames", type=int, default=48, help="videos: frames kept per clip")
-    parser.set_defaults(func=run_preprocess)
+    parser.set_defaults(run=run_preprocess)  # headforge.cli dispatches on args.run
     return parser
 
 

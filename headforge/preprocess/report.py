@@ -53,7 +53,7 @@ def mesh_overlay(image: np.ndarray, normals: Tensor, cam2world: Tensor, opacity:
     alpha = torch.nn.functional.interpolate(alpha.permute(2, 0, 1)[None], size=(size, size), mode="nearest")[
         0
     ]
-    base = torch.from_numpy(image).float().permute(2, 0, 1) / 255.0
+    base = torch.from_numpy(np.array(image)).float().permute(2, 0, 1) / 255.0
     mixed = base * (1 - alpha) + shade * alpha
     return (mixed.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 

@@ -208,7 +208,8 @@ def motion_parameters(generator: NeRFFaceShopGenerator) -> list[nn.Parameter]:
 class DomainTransferObjective:
     """Gmain (perceptual + 0.05 x non-saturating), Dmain (logistic), Dreg (R1) on D_image.
 
-    ``feature_network``: the perceptual distance's network (default ``HeadforgeFeatureNet()``).
+    ``feature_network``: the perceptual distance's network (default ``HeadforgeFeatureNet()``),
+    moved to ``device`` (the training device).
     """
 
     def __init__(
@@ -216,11 +217,12 @@ class DomainTransferObjective:
         generator: NeRFFaceShopGenerator,
         feature_network: FeatureNetwork | None = None,
         adversarial_weight: float = 0.05,
+        device: torch.device | str = "cpu",
     ) -> None:
         config = generator.config
         self.config = config
         self.resolution = config.neural_rendering_resolution_final or config.neural_rendering_resolution
-        self.feature_network = (feature_network or HeadforgeFeatureNet()).to(generator.sh_avg.device)
+        self.feature_network = (feature_network or HeadforgeFeatureNet()).to(device)
         self.adversarial_weight = adversarial_weight
 
     def render(self, ctx: PhaseContext) -> dict[str, Tensor]:
@@ -315,7 +317,7 @@ def finetune_domain(
     for param in motion_parameters(generator):
         param.requires_grad_(False)
     discriminator.video.requires_grad_(False)  # only D_image judges single stylised images
-    objective = DomainTransferObjective(generator, feature_network, adversarial_weight)
+    objective = DomainTransferObjective(generator, feature_network, adversarial_weight, device)
     g_optimizer = make_adam([p for p in generator.parameters() if p.requires_grad], config.g_lr, config.betas)
     d_optimizer = make_adam(
         discriminator.image.parameters(), config.d_lr, config.betas, interval=config.r1_interval
@@ -335,8 +337,8 @@ def finetune_domain(
             "model": "nerffaceshop",
             "model_config": config.to_dict(),
             "domain_transfer": {
-                "source": str(stem),
-                "images": str(dataset.path),
+                "source": str(Path(stem).resolve()),
+                "images": str(dataset.path.resolve()),
                 "lighting": lighting,
                 "adversarial_weight": adversarial_weight,
             },

@@ -297,7 +297,7 @@ def load_nerffaceshop(path: str | Path, device: str) -> tuple[NeRFFaceShopGenera
     generator, _ = load_generator(stem, device)
     if not isinstance(generator, NeRFFaceShopGenerator):
         raise ValueError(f"{stem}: a NeRFFaceShop checkpoint is needed, got {type(generator).__name__}")
-    return generator, str(stem)
+    return generator, str(Path(stem).resolve())
 
 
 def run_train_driver(args: argparse.Namespace) -> int:

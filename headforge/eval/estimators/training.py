@@ -205,7 +205,7 @@ def train_attribute_network(
             optimizer.step()
             step += 1
             for name, value in losses.items():
-                running[name] += float(value) / steps_per_epoch
+                running[name] += float(value.detach()) / steps_per_epoch
         log(f"attributes epoch {epoch + 1}/{epochs}: " + " ".join(f"{k}={v:.3f}" for k, v in running.items()))
     return network.eval()
 
@@ -293,8 +293,8 @@ def train_identity_network(
                 optimizer.step()
                 step += 1
                 count += 1
-                totals["cosface"] += float(loss_cosface)
-                totals["triplet"] += float(loss_triplet)
+                totals["cosface"] += float(loss_cosface.detach())
+                totals["triplet"] += float(loss_triplet.detach())
         log(
             f"identity epoch {epoch + 1}/{epochs}: "
             + " ".join(f"{k}={v / max(1, count):.3f}" for k, v in totals.items())
