@@ -30,9 +30,10 @@ def photo_run(tmp_path_factory):
     Image.fromarray(astronaut).save(source / "astronaut.png")
     Image.fromarray(skimage_data.chelsea()).save(source / "chelsea.jpg")  # a cat: no human face
     (source / "broken.png").write_bytes(b"\x89PNG not really")
-    small = np.asarray(Image.fromarray(astronaut).resize((256, 256)))
-    pair = np.zeros((512, 768, 3), dtype=np.uint8)
-    pair[:, :512], pair[128:384, 512:] = astronaut, small
+    # A wide image with a second, smaller (mirrored) face: the detector's square windows find both.
+    small = np.asarray(Image.fromarray(astronaut[:, ::-1]).resize((384, 384)))
+    pair = np.zeros((512, 896, 3), dtype=np.uint8)
+    pair[:, :512], pair[64:448, 512:] = astronaut, small
     Image.fromarray(pair).save(source / "two_faces.png")
     out = tmp_path_factory.mktemp("dataset")
     settings = PreprocessSettings(resolution=256)

@@ -76,18 +76,40 @@ class FaceDetector:
             min_detection_confidence=min_confidence,
         )
 
-    def detect(self, image: np.ndarray) -> list[FaceDetection]:
-        """Faces in an (H, W, 3) uint8 RGB image, largest first (empty list: none)."""
+    def _detect_window(self, image: np.ndarray, x0: int, y0: int) -> list[FaceDetection]:
         height, width = image.shape[:2]
         result = self._mesh.process(np.ascontiguousarray(image[..., :3]))
         faces = []
         for face in result.multi_face_landmarks or []:
             raw = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
-            points = raw * np.array([width, height, width], dtype=np.float32)
+            points = raw * np.array([width, height, width], dtype=np.float32) + np.array(
+                [x0, y0, 0], np.float32
+            )
             surface = points[:468, :2]
-            box = np.concatenate([surface.min(0), surface.max(0)])
-            faces.append(FaceDetection(points, box))
-        return sorted(faces, key=lambda f: -f.size)
+            faces.append(FaceDetection(points, np.concatenate([surface.min(0), surface.max(0)])))
+        return faces
+
+    def detect(self, image: np.ndarray) -> list[FaceDetection]:
+        """Faces in an (H, W, 3) uint8 RGB image, largest first (empty list: none).
+
+        MediaPipe letterboxes the whole image into its detector's small square input, which
+        misses faces in wide or tall images; square windows of the shorter side (half
+        overlapping) are searched as well and duplicates (a centre inside a kept box) dropped.
+        """
+        height, width = image.shape[:2]
+        faces = self._detect_window(image, 0, 0)
+        side = min(height, width)
+        if max(height, width) > 1.2 * side:
+            steps = int(np.ceil((max(height, width) - side) / (side / 2))) + 1
+            for offset in np.linspace(0, max(height, width) - side, steps).round().astype(int):
+                x0, y0 = (int(offset), 0) if width > height else (0, int(offset))
+                faces += self._detect_window(image[y0 : y0 + side, x0 : x0 + side], x0, y0)
+        kept: list[FaceDetection] = []
+        for face in sorted(faces, key=lambda f: -f.size):
+            cx, cy = (face.box[:2] + face.box[2:]) / 2
+            if not any(k.box[0] <= cx <= k.box[2] and k.box[1] <= cy <= k.box[3] for k in kept):
+                kept.append(face)
+        return kept
 
     def close(self) -> None:
         self._mesh.close()
