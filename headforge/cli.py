@@ -318,12 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands whose parsers live with their code (each sets ``run=`` itself).
     from headforge.apps.drive import add_drive_parser
     from headforge.apps.viewer import add_viewer_parser
+    from headforge.preprocess import add_preprocess_parser
     from headforge.training.domain_transfer import add_finetune_domain_parser
     from headforge.training.nerffaceshop_driving import add_train_driver_parser
 
     for add in (_add_demo, _add_synth, _add_train, _add_generate, _add_video, _add_mesh, _add_bench):
         add(sub)
-    for add in (add_train_driver_parser, add_drive_parser, add_finetune_domain_parser, add_viewer_parser):
+    for add in (
+        add_preprocess_parser,
+        add_train_driver_parser,
+        add_drive_parser,
+        add_finetune_domain_parser,
+        add_viewer_parser,
+    ):
         add(sub)
     return parser
 

@@ -27,7 +27,7 @@ from headforge.preprocess.landmarks_map import (
     MEDIAPIPE_TO_IBUG70,
     inter_ocular_distance,
 )
-from headforge.preprocess.lighting_fit import fit_lighting, fit_sh, irradiance_error
+from headforge.preprocess.lighting_fit import fit_lighting, fit_sh, irradiance_error, sh_relative_error
 from headforge.preprocess.model_fit import LandmarkRig, fit_head_model
 from headforge.preprocess.pose_fit import fit_camera, rotation_angle_degrees
 
@@ -197,6 +197,10 @@ def test_sh_fit_is_exact_on_lambertian_normals():
     estimate, inliers = fit_sh(colors, normals, albedo, ridge=0.0, outlier_sigmas=0.0)
     assert inliers.all()
     assert torch.allclose(estimate, truth, atol=1e-8)
+    assert sh_relative_error(estimate, truth) < 1e-8
+    assert (
+        sh_relative_error(estimate * torch.tensor([2.0, 0.5, 3.0], dtype=torch.float64), truth, True) < 1e-8
+    )
     assert irradiance_error(estimate, truth, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)) < 1e-8
     # A corrupted tenth (shadow-like darkening) is rejected by the robust refit.
     corrupted = colors.clone()

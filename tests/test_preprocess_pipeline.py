@@ -48,7 +48,9 @@ def test_photos_are_kept_skipped_and_reported(photo_run):
     assert summary["several_faces"] == ["two_faces"]
     assert json.loads((out / "summary.json").read_text())["kept"] == 2
     for name in ("astronaut", "two_faces"):
-        assert (out / "images" / f"{name}.png").is_file() and (out / "reports" / f"{name}.png").is_file()
+        assert (out / "dataset" / "images" / f"{name}.png").is_file() and (
+            out / "reports" / f"{name}.png"
+        ).is_file()
     assert (out / "index.png").is_file() and (out / "index.html").is_file()
 
 
@@ -57,9 +59,9 @@ def test_photo_labels_are_valid_and_the_astronaut_is_near_frontal(photo_run):
     from headforge.data.dataset import HeadDataset
 
     _, out, _, _ = photo_run
-    dataset = HeadDataset(out)
+    dataset = HeadDataset(out / "dataset")
     assert len(dataset) == 2
-    document = json.loads((out / "dataset.json").read_text())
+    document = json.loads((out / "dataset" / "dataset.json").read_text())
     labels = dict((name, torch.tensor(label)) for name, label in document["labels"])
     label = labels["images/astronaut.png"]
     assert validate_label(label) is None
@@ -80,12 +82,12 @@ def test_rerun_resumes_without_touching_finished_items(photo_run):
     from headforge.preprocess.pipeline import run_preprocess_images
 
     source, out, settings, _ = photo_run
-    before = (out / "images" / "astronaut.png").stat().st_mtime_ns
-    dataset_before = (out / "dataset.json").read_bytes()
+    before = (out / "dataset" / "images" / "astronaut.png").stat().st_mtime_ns
+    dataset_before = (out / "dataset" / "dataset.json").read_bytes()
     summary = run_preprocess_images(source, out, settings)
     assert summary["processed_now"] == 0 and summary["kept"] == 2
-    assert (out / "images" / "astronaut.png").stat().st_mtime_ns == before
-    assert (out / "dataset.json").read_bytes() == dataset_before
+    assert (out / "dataset" / "images" / "astronaut.png").stat().st_mtime_ns == before
+    assert (out / "dataset" / "dataset.json").read_bytes() == dataset_before
 
 
 def test_studio_renders_detection_rate_and_accuracy(tmp_path):
@@ -128,7 +130,7 @@ def test_videos_filters_and_clips(tmp_path):
     loose = ClipThresholds(expression_std=0.0, jaw_std=0.0, min_frames=4)
     summary = run_preprocess_videos(source, tmp_path / "loose", settings, max_frames=5, thresholds=loose)
     assert summary["images_written"] == 5
-    document = json.loads((tmp_path / "loose" / "dataset.json").read_text())
+    document = json.loads((tmp_path / "loose" / "dataset" / "dataset.json").read_text())
     assert [clip for _, clip in document["clips"]] == [[1, k] for k in range(5)]
     shapes = {tuple(p["shape"]) for _, p in document["params"]}
     assert len(shapes) == 1  # one identity per clip

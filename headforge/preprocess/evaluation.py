@@ -16,7 +16,6 @@ lighting exactly as ``preprocess images`` does, then compare with the ground tru
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -26,41 +25,15 @@ import torch
 from PIL import Image
 
 from headforge.cameras import matrices_from_label, project_points
-from headforge.lighting import irradiance
 from headforge.preprocess.align import crop_image, landmarks_to_crop
 from headforge.preprocess.detect import FaceDetector
 from headforge.preprocess.landmarks_map import inter_ocular_distance
-from headforge.preprocess.lighting_fit import fit_lighting
+from headforge.preprocess.lighting_fit import fit_lighting, irradiance_error
 from headforge.preprocess.model_fit import fit_head_model
 from headforge.preprocess.pipeline import FaceFitter, PreprocessSettings, SkipItemError
 from headforge.preprocess.pose_fit import rotation_angle_degrees
 
-__all__ = ["visible_directions", "irradiance_errors", "evaluate_on_studio"]
-
-
-def visible_directions(toward_camera: torch.Tensor, count: int = 2000) -> torch.Tensor:
-    """(N, 3) Fibonacci-sphere unit vectors within ~78 degrees of ``toward_camera`` (3,)."""
-    index = torch.arange(count, dtype=torch.float64) + 0.5
-    z = 1.0 - 2.0 * index / count
-    radius = (1.0 - z * z).clamp(min=0.0).sqrt()
-    angle = index * math.pi * (3.0 - math.sqrt(5.0))
-    directions = torch.stack((radius * torch.cos(angle), radius * torch.sin(angle), z), dim=-1)
-    return directions[directions @ toward_camera.double() > 0.2]
-
-
-def irradiance_errors(
-    estimate: torch.Tensor, truth: torch.Tensor, directions: torch.Tensor
-) -> tuple[float, float]:
-    """(absolute, per-channel-scale-invariant) relative RMS irradiance errors over directions.
-
-    ``estimate`` and ``truth``: (9, 3) in the same frame; ``directions``: (N, 3).
-    """
-    e = irradiance(directions, estimate.double())
-    t = irradiance(directions, truth.double())
-    absolute = float((e - t).norm() / t.norm())
-    scale = (e * t).sum(0) / (e * e).sum(0).clamp(min=1e-12)
-    invariant = float((e * scale - t).norm() / t.norm())
-    return absolute, invariant
+__all__ = ["evaluate_on_studio"]
 
 
 def _median(values: list[float]) -> float | None:
@@ -116,13 +89,15 @@ def evaluate_on_studio(
             fit.camera.intrinsics[0],
         )
         # Compare lighting in the head's frame: the truth's world is turned by the neck.
-        toward_camera = -fit.camera.cam2world[0, :3, 2]
-        directions = visible_directions(toward_camera)
-        truth_head = truth_sh[i]
-        rotated = directions @ neck[i].double().T  # head-frame normal -> world normal
-        e = irradiance(directions, lighting.sh.double())
-        t = irradiance(rotated, truth_head.double())
-        scale = (e * t).sum(0) / (e * e).sum(0).clamp(min=1e-12)
+        toward_camera = -fit.camera.cam2world[0, :3, 2].double()
+        errors = {
+            key: float(
+                irradiance_error(
+                    lighting.sh.double(), truth_sh[i].double(), toward_camera, neck[i], invariant
+                )
+            )
+            for key, invariant in (("absolute", False), ("scale_invariant", True))
+        }
         rows.append(
             {
                 "name": name,
@@ -132,8 +107,8 @@ def evaluate_on_studio(
                 ),
                 "landmark_error_iod": float((fitted_px - truth_px[i]).norm(dim=-1).mean()) / iod,
                 "detection_error_iod": float((points.double() - truth_px[i]).norm(dim=-1).mean()) / iod,
-                "sh_irradiance_error": float((e - t).norm() / t.norm()),
-                "sh_irradiance_error_scale_invariant": float((e * scale - t).norm() / t.norm()),
+                "sh_irradiance_error": errors["absolute"],
+                "sh_irradiance_error_scale_invariant": errors["scale_invariant"],
                 "focal": float(fit.camera.focal[0]),
             }
         )

@@ -27,86 +27,26 @@ __all__ = [
 ]
 
 #: MediaPipe vertex index for each of the 70 model landmarks (68 iBUG + left iris + right iris).
+# fmt: off
 MEDIAPIPE_TO_IBUG70: tuple[int, ...] = (
     # 0-16 jaw contour, subject's right ear -> chin (8) -> left ear
-    93,
-    132,
-    58,
-    172,
-    136,
-    150,
-    149,
-    176,
-    152,
-    400,
-    378,
-    379,
-    365,
-    397,
-    288,
-    361,
-    323,
-    # 17-21 right brow (outer -> inner), 22-26 left brow (inner -> outer)
-    46,
-    53,
-    52,
-    65,
-    55,
-    285,
-    295,
-    282,
-    283,
-    276,
+    93, 132, 58, 172, 136, 150, 149, 176, 152, 400, 378, 379, 365, 397, 288, 361, 323,
+    # 17-21 right brow (outer -> inner), 22-26 left brow (inner -> outer); lower brow edge
+    46, 53, 52, 65, 55, 285, 295, 282, 283, 276,
     # 27-30 nose bridge (top -> tip), 31-35 nostril base (right -> left)
-    168,
-    6,
-    195,
-    4,
-    98,
-    97,
-    2,
-    326,
-    327,
+    168, 6, 195, 4, 98, 97, 2, 326, 327,
     # 36-41 right eye: outer corner, upper lid x2, inner corner, lower lid x2
-    33,
-    160,
-    158,
-    133,
-    153,
-    144,
+    33, 160, 158, 133, 153, 144,
     # 42-47 left eye: inner corner, upper lid x2, outer corner, lower lid x2
-    362,
-    385,
-    387,
-    263,
-    373,
-    380,
+    362, 385, 387, 263, 373, 380,
     # 48-59 outer lips: right corner, upper lip -> left corner, lower lip back
-    61,
-    40,
-    37,
-    0,
-    267,
-    270,
-    291,
-    321,
-    314,
-    17,
-    84,
-    91,
+    61, 40, 37, 0, 267, 270, 291, 321, 314, 17, 84, 91,
     # 60-67 inner lips: right corner, upper, left corner, lower
-    78,
-    81,
-    13,
-    311,
-    308,
-    402,
-    14,
-    178,
+    78, 81, 13, 311, 308, 402, 14, 178,
     # 68 left iris centre, 69 right iris centre
-    473,
-    468,
+    473, 468,
 )
+# fmt: on
 
 #: Index ranges of the iBUG groups (for reports and per-group errors).
 IBUG_GROUPS: dict[str, range] = {
@@ -119,53 +59,17 @@ IBUG_GROUPS: dict[str, range] = {
 }
 
 #: Each landmark's mirror partner (subject left <-> right), iBUG 68 convention + irises.
+# fmt: off
 IBUG_MIRROR: tuple[int, ...] = (
     *range(16, -1, -1),
     *range(26, 16, -1),
-    27,
-    28,
-    29,
-    30,
-    35,
-    34,
-    33,
-    32,
-    31,
-    45,
-    44,
-    43,
-    42,
-    47,
-    46,
-    39,
-    38,
-    37,
-    36,
-    41,
-    40,
-    54,
-    53,
-    52,
-    51,
-    50,
-    49,
-    48,
-    59,
-    58,
-    57,
-    56,
-    55,
-    64,
-    63,
-    62,
-    61,
-    60,
-    67,
-    66,
-    65,
-    69,
-    68,
+    27, 28, 29, 30, 35, 34, 33, 32, 31,
+    45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
+    54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55,
+    64, 63, 62, 61, 60, 67, 66, 65,
+    69, 68,
 )
+# fmt: on
 
 
 def _fit_weights() -> Tensor:

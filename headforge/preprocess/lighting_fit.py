@@ -36,6 +36,7 @@ __all__ = [
     "fit_lighting",
     "sh_relative_error",
     "irradiance_error",
+    "visible_normals",
 ]
 
 #: Mean linear skin albedo (R, G, B) of the studio renders' skin pixels.
@@ -189,25 +190,44 @@ def sh_relative_error(estimate: Tensor, truth: Tensor, scale_invariant: bool = F
     return (estimate - truth).flatten(-2).norm(dim=-1) / truth.flatten(-2).norm(dim=-1).clamp(min=1e-12)
 
 
-def irradiance_error(estimate: Tensor, truth: Tensor, toward_camera: Tensor, count: int = 2000) -> Tensor:
-    """Relative RMS error of the irradiance ``E(n)`` over the normals a camera can see.
-
-    The coefficients of directions facing away from the camera are barely observable in
-    one image; this compares what is: irradiance over unit normals within ~78 degrees of
-    ``toward_camera``, per colour channel pooled.
-
-    Args:
-        estimate, truth: (9, 3). toward_camera: (3,) unit world vector from the head to the camera.
-        count: directions on a Fibonacci sphere before keeping the visible half.
-
-    Returns:
-        () tensor: ``|E_est - E_true| / |E_true|`` over those normals.
-    """
-    index = torch.arange(count, dtype=truth.dtype, device=truth.device) + 0.5
+def visible_normals(toward_camera: Tensor, count: int = 2000) -> Tensor:
+    """(N, 3) unit normals a camera can see: Fibonacci-sphere directions within ~78 degrees
+    of ``toward_camera`` (3,), the unit vector from the head to the camera."""
+    index = torch.arange(count, dtype=toward_camera.dtype, device=toward_camera.device) + 0.5
     z = 1.0 - 2.0 * index / count
     radius = (1.0 - z * z).clamp(min=0.0).sqrt()
     angle = index * math.pi * (3.0 - math.sqrt(5.0))
     directions = torch.stack((radius * torch.cos(angle), radius * torch.sin(angle), z), dim=-1)
-    directions = directions[directions @ toward_camera.to(truth) > 0.2]
-    design = _design(directions)
-    return (design @ (estimate - truth)).norm() / (design @ truth).norm().clamp(min=1e-12)
+    return directions[directions @ toward_camera > 0.2]
+
+
+def irradiance_error(
+    estimate: Tensor,
+    truth: Tensor,
+    toward_camera: Tensor,
+    truth_rotation: Tensor | None = None,
+    scale_invariant: bool = False,
+) -> Tensor:
+    """Relative RMS error of the irradiance ``E(n)`` over the normals a camera can see.
+
+    The coefficients of directions facing away from the camera are barely observable in
+    one image; this compares what is, all colour channels pooled.
+
+    Args:
+        estimate, truth: (9, 3). toward_camera: (3,) unit vector from the head to the camera,
+            in the estimate's frame.
+        truth_rotation: optional (3, 3) taking the estimate's frame to the truth's (e.g. the
+            head's neck rotation when the truth lives in world space).
+        scale_invariant: compare after the best per-channel scale of the estimate
+            (albedo and light are only known up to a product).
+
+    Returns:
+        () tensor: ``|E_est - E_true| / |E_true|`` over those normals.
+    """
+    normals = visible_normals(toward_camera.to(truth))
+    truth_normals = normals if truth_rotation is None else normals @ truth_rotation.to(truth).T
+    e = _design(normals) @ estimate.to(truth)
+    t = _design(truth_normals) @ truth
+    if scale_invariant:
+        e = e * ((e * t).sum(0) / (e * e).sum(0).clamp(min=1e-12))
+    return (e - t).norm() / t.norm().clamp(min=1e-12)

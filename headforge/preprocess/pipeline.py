@@ -7,11 +7,14 @@ Videos go through ``video.py`` with the same stages plus filters and a shared id
 
 Output folder::
 
-    images/<name>.png          the aligned crops (videos: images/<clip>/<frame>.png)
+    dataset/images/<name>.png  the aligned crops (videos: images/<clip>/<frame>.png)
+    dataset/dataset.json       labels, sh, params (+ clips), written at the end
     reports/<name>.png         landmarks | mesh overlay | SH sphere
     records/<name>.json        per-item done marker (written last, atomically)
-    dataset.json               labels, sh, params (+ clips), written at the end
     summary.json, index.png, index.html
+
+The EG3D dataset is the ``dataset`` sub-folder alone, so that readers, which list every
+image under a dataset root, do not meet the reports.
 
 Every file is written to a temporary name and renamed, so an interrupted run never leaves
 half a file, and a rerun skips every item whose record exists.
@@ -19,7 +22,6 @@ half a file, and a rerun skips every item whose record exists.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -45,6 +47,7 @@ from headforge.preprocess.model_fit import ModelFit, fit_head_model
 from headforge.preprocess.report import contact_sheet, sample_report
 
 __all__ = [
+    "DATASET_FOLDER",
     "IMAGE_SUFFIXES",
     "PreprocessSettings",
     "SkipItemError",
@@ -55,10 +58,10 @@ __all__ = [
     "item_name",
     "run_preprocess_images",
     "finalize_dataset",
-    "add_preprocess_parser",
-    "run_preprocess",
 ]
 
+#: Sub-folder of the output that holds the EG3D dataset (crops + dataset.json).
+DATASET_FOLDER = "dataset"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -72,6 +75,7 @@ class PreprocessSettings:
         min_face_px: leave out faces whose crop side in the source is smaller (FFHQ rule).
         max_faces: faces the detector reports per image (the largest is kept).
         flame_path: a FLAME model file to fit instead of the procedural head.
+        flame_landmarks: FLAME's 68-point landmark embedding file (needed with ``flame_path``).
         workers: processes.
     """
 
@@ -80,7 +84,17 @@ class PreprocessSettings:
     min_face_px: float = 128.0
     max_faces: int = 4
     flame_path: str | None = None
+    flame_landmarks: str | None = None
     workers: int = 1
+
+    def __post_init__(self) -> None:
+        # Checked here, before any worker starts, so a bad option fails once and clearly.
+        if self.resolution < 16 or self.fit_resolution < 16:
+            raise ValueError(f"resolution and fit_resolution must be >= 16, got {self.resolution}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.flame_path and not self.flame_landmarks:
+            raise ValueError("fitting FLAME needs its landmark embedding: pass --flame-landmarks FILE")
 
 
 class SkipItemError(Exception):
@@ -128,12 +142,14 @@ def item_name(path: Path, root: Path) -> str:
     return "__".join(path.relative_to(root).with_suffix("").parts)
 
 
-def load_head_model(flame_path: str | None) -> HeadModel:
-    """The procedural head, or FLAME from a user-supplied file."""
+def load_head_model(flame_path: str | None, flame_landmarks: str | None = None) -> HeadModel:
+    """The procedural head, or FLAME from user-supplied model and landmark-embedding files."""
     if flame_path:
         from headforge.heads.flame import FlameHeadModel
 
-        return FlameHeadModel.from_file(flame_path)
+        if not flame_landmarks:
+            raise ValueError("fitting FLAME needs its landmark embedding: pass --flame-landmarks FILE")
+        return FlameHeadModel.from_file(flame_path, landmark_embedding=flame_landmarks)
     from headforge.heads.procedural import ProceduralHeadModel
 
     return ProceduralHeadModel()
@@ -147,7 +163,7 @@ class FaceFitter:
 
     def __init__(self, settings: PreprocessSettings, detector: FaceDetector | None = None) -> None:
         self.settings = settings
-        self.model = load_head_model(settings.flame_path)
+        self.model = load_head_model(settings.flame_path, settings.flame_landmarks)
         self.mean_landmarks = self.model().landmarks[0].detach()
         self.detector = detector or FaceDetector(max_faces=settings.max_faces)
 
@@ -208,7 +224,7 @@ class FaceFitter:
         fit = fit_head_model(self.model, observed[None])
         extra = self.lighting_and_report(crop, observed, fit, 0)
         file = f"images/{name}.png"
-        write_png_atomic(out / file, crop)
+        write_png_atomic(out / DATASET_FOLDER / file, crop)
         write_png_atomic(out / "reports" / f"{name}.png", extra["report"])
         return {
             "status": "ok",
@@ -304,7 +320,7 @@ def finalize_dataset(
         if any("frames" in r for r in kept.values()):
             clips = [(f["file"], (r["clip_id"], k)) for r in kept.values() for k, f in enumerate(r["frames"])]
         write_dataset_json(
-            out,
+            out / DATASET_FOLDER,
             labels,
             sh=[(f["file"], f["sh"]) for _, f in frames],
             params=[(f["file"], f["params"]) for _, f in frames],
@@ -344,45 +360,3 @@ def finalize_dataset(
     )
     write_bytes_atomic(out / "index.html", html.encode())
     return summary
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def add_preprocess_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``preprocess images|videos`` on a CLI's subparsers."""
-    parser = subparsers.add_parser(
-        "preprocess", help="turn photos or talking-head videos into an EG3D dataset"
-    )
-    parser.add_argument("kind", choices=("images", "videos"))
-    parser.add_argument("--in", dest="in_dir", required=True, help="input folder")
-    parser.add_argument("--out", dest="out_dir", required=True, help="output dataset folder")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--resolution", type=int, default=512, help="crop side in pixels")
-    parser.add_argument(
-        "--min-face", type=float, default=128.0, help="leave out faces with a smaller crop (px)"
-    )
-    parser.add_argument(
-        "--flame", default=None, help="fit this FLAME model file instead of the procedural head"
-    )
-    parser.add_argument("--max-frames", type=int, default=48, help="videos: frames kept per clip")
-    parser.set_defaults(run=run_preprocess)  # headforge.cli dispatches on args.run
-    return parser
-
-
-def run_preprocess(args: argparse.Namespace) -> int:
-    """CLI entry: run, print the summary, return the exit code (0, or 1 if nothing was kept)."""
-    settings = PreprocessSettings(
-        resolution=args.resolution, min_face_px=args.min_face, flame_path=args.flame, workers=args.workers
-    )
-    if args.kind == "images":
-        summary = run_preprocess_images(args.in_dir, args.out_dir, settings)
-    else:
-        from headforge.preprocess.video import run_preprocess_videos
-
-        summary = run_preprocess_videos(args.in_dir, args.out_dir, settings, max_frames=args.max_frames)
-    printable = {k: v for k, v in summary.items() if k != "skipped_items"}
-    print(json.dumps(printable, indent=1))
-    for name, entry in summary["skipped_items"].items():
-        print(f"skipped {name}: {entry['reason']}")
-    return 0 if summary["kept"] else 1

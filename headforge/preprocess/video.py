@@ -23,6 +23,7 @@ from headforge.preprocess.detect import HandDetector
 from headforge.preprocess.filters import ClipThresholds, clip_is_expressive, hand_covers_face, smooth_boxes
 from headforge.preprocess.model_fit import fit_head_model
 from headforge.preprocess.pipeline import (
+    DATASET_FOLDER,
     FaceFitter,
     PreprocessSettings,
     SkipItemError,
@@ -102,7 +103,7 @@ def process_clip(
     for k, (number, _, _, _) in enumerate(kept):
         extra = fitter.lighting_and_report(crops[k], observed[k], fit, k)
         file = f"images/{name}/{k:05d}.png"
-        write_png_atomic(out / file, crops[k])
+        write_png_atomic(out / DATASET_FOLDER / file, crops[k])
         reports.append(extra["report"])
         records.append(
             {
