@@ -277,6 +277,28 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- estimators
+def _add_train_estimators(sub: argparse._SubParsersAction) -> None:
+    from headforge.eval.estimators.command import add_train_estimators_arguments
+
+    p = sub.add_parser(
+        "train-estimators",
+        help="train the expression / pose / lighting / shape / identity estimators on studio data",
+        description="Train the image -> attribute estimators on datasets with ground truth (the studio's) "
+        "and write their weights and a manifest with held-out accuracy.",
+    )
+    add_train_estimators_arguments(p)
+    p.set_defaults(run=_run_train_estimators)
+
+
+def _run_train_estimators(args: argparse.Namespace) -> int:
+    from headforge.eval.estimators.command import run_train_estimators
+
+    manifest = run_train_estimators(args)
+    print(json.dumps(manifest, indent=2, default=str))
+    return 0
+
+
 # ---------------------------------------------------------------------------- demo
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -322,7 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     from headforge.training.domain_transfer import add_finetune_domain_parser
     from headforge.training.nerffaceshop_driving import add_train_driver_parser
 
-    for add in (_add_demo, _add_synth, _add_train, _add_generate, _add_video, _add_mesh, _add_bench):
+    for add in (
+        _add_demo,
+        _add_synth,
+        _add_train,
+        _add_train_estimators,
+        _add_generate,
+        _add_video,
+        _add_mesh,
+        _add_bench,
+    ):
         add(sub)
     for add in (
         add_preprocess_parser,

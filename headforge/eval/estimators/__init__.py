@@ -5,7 +5,14 @@
 shape coefficients or a unit-norm identity embedding.
 """
 
-from headforge.eval.estimators.api import ESTIMATOR_KINDS, Estimator, default_weights_path, load_estimator
+from headforge.eval.estimators.api import (
+    ESTIMATOR_KINDS,
+    Estimator,
+    EstimatorQualityWarning,
+    default_weights_path,
+    load_estimator,
+    shipped_quality,
+)
 from headforge.eval.estimators.command import add_train_estimators_arguments, run_train_estimators
 from headforge.eval.estimators.networks import INPUT_RESOLUTION, EstimatorNetwork, EstimatorWeightsError
 from headforge.eval.estimators.targets import head_pose_angles
@@ -14,6 +21,7 @@ __all__ = [
     "ESTIMATOR_KINDS",
     "INPUT_RESOLUTION",
     "Estimator",
+    "EstimatorQualityWarning",
     "EstimatorNetwork",
     "EstimatorWeightsError",
     "add_train_estimators_arguments",
@@ -21,4 +29,5 @@ __all__ = [
     "head_pose_angles",
     "load_estimator",
     "run_train_estimators",
+    "shipped_quality",
 ]

@@ -19,6 +19,7 @@ one jointly trained attribute network).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -26,7 +27,15 @@ from torch import Tensor
 
 from headforge.eval.estimators.networks import EstimatorNetwork, EstimatorWeightsError
 
-__all__ = ["ESTIMATOR_KINDS", "ASSET_DIR", "Estimator", "load_estimator", "default_weights_path"]
+__all__ = [
+    "ESTIMATOR_KINDS",
+    "ASSET_DIR",
+    "Estimator",
+    "EstimatorQualityWarning",
+    "load_estimator",
+    "default_weights_path",
+    "shipped_quality",
+]
 
 ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "estimators"
 MANIFEST_NAME = "manifest.json"
@@ -41,16 +50,57 @@ ESTIMATOR_KINDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def default_weights_path(kind: str, asset_dir: Path = ASSET_DIR) -> Path:
-    """The shipped weights file of ``kind``, as listed in ``asset_dir/manifest.json``."""
-    _check_kind(kind)
+class EstimatorQualityWarning(UserWarning):
+    """A shipped estimator whose held-out accuracy does not clear the bar of ``shipped_quality``."""
+
+
+def _read_manifest(asset_dir: Path) -> dict:
     manifest_path = asset_dir / MANIFEST_NAME
     if not manifest_path.is_file():
         raise EstimatorWeightsError(f"{manifest_path}: estimator manifest not found")
     try:
-        manifest = json.loads(manifest_path.read_text())
-        file_name = manifest["estimators"][kind]["file"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        return json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as error:
+        raise EstimatorWeightsError(f"{manifest_path}: invalid JSON ({error})") from error
+
+
+def shipped_quality(kind: str, asset_dir: Path = ASSET_DIR) -> tuple[bool, str]:
+    """Whether the shipped ``kind`` clearly beats the mean predictor on the held-out split, and why.
+
+    Read from the manifest's ``heldout_accuracy``. Bars: expression and jaw
+    opening R^2 > 0.1 (``expression``); shape R^2 > 0.1; geodesic pose error
+    below half the mean predictor's; SH irradiance error below 0.75 x the
+    mean predictor's; identity pair AUC > 0.6.
+
+    Returns:
+        (passes, one-line summary of the figures).
+    """
+    _check_kind(kind)
+    try:
+        figures = _read_manifest(asset_dir)["estimators"][kind]["heldout_accuracy"]
+    except (KeyError, TypeError):
+        return False, f"no held-out accuracy recorded for '{kind}'"
+    if kind == "expression":
+        r2, jaw_r2 = figures["expression"]["r2"], figures["jaw"]["opening_x"]["r2"]
+        return r2 > 0.1 and jaw_r2 > 0.1, f"held-out R^2 expression {r2:.3f}, jaw opening {jaw_r2:.3f}"
+    if kind == "shape":
+        return figures["r2"] > 0.1, f"held-out R^2 {figures['r2']:.3f}"
+    if kind == "pose":
+        error, baseline = figures["geodesic_deg"], figures["baseline_geodesic_deg"]
+        return error < 0.5 * baseline, f"held-out geodesic error {error:.2f} deg (mean {baseline:.2f})"
+    if kind == "lighting":
+        error, baseline = figures["irradiance_error"], figures["baseline_irradiance_error"]
+        return error < 0.75 * baseline, f"held-out irradiance error {error:.3f} (mean {baseline:.3f})"
+    return figures["pair_auc"] > 0.6, f"held-out pair AUC {figures['pair_auc']:.3f}"
+
+
+def default_weights_path(kind: str, asset_dir: Path = ASSET_DIR) -> Path:
+    """The shipped weights file of ``kind``, as listed in ``asset_dir/manifest.json``."""
+    _check_kind(kind)
+    manifest_path = asset_dir / MANIFEST_NAME
+    try:
+        file_name = _read_manifest(asset_dir)["estimators"][kind]["file"]
+    except (KeyError, TypeError) as error:
         raise EstimatorWeightsError(
             f"{manifest_path}: no weights file listed for kind '{kind}' ({error!r})"
         ) from error
@@ -121,11 +171,27 @@ def load_estimator(
             ``None`` loads the shipped file for ``kind``.
         device: where to put the network.
 
+    Warns:
+        EstimatorQualityWarning: loading shipped weights of a kind that fails
+            its held-out bar (``shipped_quality``).
+
     Raises:
         ValueError: unknown kind.
         EstimatorWeightsError (a ValueError): the file is missing, corrupt or
             lacks the heads of ``kind``; the message names the file.
     """
     _check_kind(kind)
-    path = Path(weights) if weights is not None else default_weights_path(kind)
+    if weights is None:
+        path = default_weights_path(kind)
+        passes, summary = shipped_quality(kind)
+        if not passes:
+            # Loud rather than silent: these outputs stay close to the training mean.
+            warnings.warn(
+                f"the shipped '{kind}' estimator does not clearly beat the mean predictor ({summary}); "
+                "see docs/estimators.md",
+                EstimatorQualityWarning,
+                stacklevel=2,
+            )
+    else:
+        path = Path(weights)
     return Estimator(kind, EstimatorNetwork.from_file(path, device=device), path)
