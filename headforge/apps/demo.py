@@ -68,6 +68,7 @@ def run_demo(
             seed=seed,
             device=device,
             resume=True,
+            progress=True,
         )
     )
 

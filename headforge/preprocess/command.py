@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from headforge.preprocess.pipeline import PreprocessSettings, run_preprocess_images
+from headforge.preprocess.pipeline import DETECTORS, PreprocessSettings, run_preprocess_images
 from headforge.preprocess.video import run_preprocess_videos
 
 __all__ = ["add_preprocess_parser", "run_preprocess"]
@@ -34,6 +34,12 @@ def add_preprocess_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
         "--flame", default=None, help="fit this FLAME model file instead of the procedural head"
     )
     parser.add_argument("--flame-landmarks", default=None, help="FLAME's 68-point landmark embedding file")
+    parser.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default="mediapipe",
+        help="face detector and landmarks (dlib: pip install dlib-bin face_recognition_models)",
+    )
     parser.add_argument("--max-frames", type=int, default=48, help="videos: frames kept per clip")
     parser.set_defaults(run=run_preprocess)  # headforge.cli dispatches on args.run
     return parser
@@ -47,6 +53,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
         flame_path=args.flame,
         flame_landmarks=args.flame_landmarks,
         workers=args.workers,
+        detector=args.detector,
     )
     if args.kind == "images":
         summary = run_preprocess_images(args.in_dir, args.out_dir, settings)

@@ -41,6 +41,7 @@ from headforge.data.dataset_json import write_dataset_json
 from headforge.heads.base import HeadModel
 from headforge.preprocess.align import CropBox, crop_box_from_landmarks, crop_image, landmarks_to_crop
 from headforge.preprocess.detect import FaceDetection, FaceDetector
+from headforge.preprocess.dlib_backend import DlibFaceDetection, DlibFaceDetector
 from headforge.preprocess.landmarks_map import LANDMARK_FIT_WEIGHTS, mediapipe_to_ibug70
 from headforge.preprocess.lighting_fit import fit_lighting
 from headforge.preprocess.model_fit import ModelFit, fit_head_model
@@ -49,6 +50,7 @@ from headforge.preprocess.report import contact_sheet, sample_report
 __all__ = [
     "DATASET_FOLDER",
     "IMAGE_SUFFIXES",
+    "DETECTORS",
     "PreprocessSettings",
     "SkipItemError",
     "FaceFitter",
@@ -63,6 +65,8 @@ __all__ = [
 #: Sub-folder of the output that holds the EG3D dataset (crops + dataset.json).
 DATASET_FOLDER = "dataset"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+#: Face detectors selectable with ``--detector`` (MediaPipe is the default).
+DETECTORS = ("mediapipe", "dlib")
 
 
 @dataclass
@@ -77,6 +81,7 @@ class PreprocessSettings:
         flame_path: a FLAME model file to fit instead of the procedural head.
         flame_landmarks: FLAME's 68-point landmark embedding file (needed with ``flame_path``).
         workers: processes.
+        detector: face detector and landmarker, one of ``DETECTORS``.
     """
 
     resolution: int = 512
@@ -86,6 +91,7 @@ class PreprocessSettings:
     flame_path: str | None = None
     flame_landmarks: str | None = None
     workers: int = 1
+    detector: str = "mediapipe"
 
     def __post_init__(self) -> None:
         # Checked here, before any worker starts, so a bad option fails once and clearly.
@@ -93,6 +99,8 @@ class PreprocessSettings:
             raise ValueError(f"resolution and fit_resolution must be >= 16, got {self.resolution}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
         if self.flame_path and not self.flame_landmarks:
             raise ValueError("fitting FLAME needs its landmark embedding: pass --flame-landmarks FILE")
 
@@ -161,21 +169,29 @@ def load_head_model(flame_path: str | None, flame_landmarks: str | None = None) 
 class FaceFitter:
     """Detection -> crop -> fits for single images; holds the models between items."""
 
-    def __init__(self, settings: PreprocessSettings, detector: FaceDetector | None = None) -> None:
+    def __init__(
+        self, settings: PreprocessSettings, detector: FaceDetector | DlibFaceDetector | None = None
+    ) -> None:
         self.settings = settings
         self.model = load_head_model(settings.flame_path, settings.flame_landmarks)
         self.mean_landmarks = self.model().landmarks[0].detach()
-        self.detector = detector or FaceDetector(max_faces=settings.max_faces)
+        if detector is None:
+            chosen = DlibFaceDetector if settings.detector == "dlib" else FaceDetector
+            detector = chosen(max_faces=settings.max_faces)
+        self.detector = detector
 
-    def largest_face(self, image: np.ndarray) -> tuple[FaceDetection, int]:
+    def largest_face(self, image: np.ndarray) -> tuple[FaceDetection | DlibFaceDetection, int]:
         faces = self.detector.detect(image)
         if not faces:
             raise SkipItemError("no_face")
         return faces[0], len(faces)
 
-    def crop_for(self, face: FaceDetection) -> tuple[CropBox, torch.Tensor]:
+    def crop_for(self, face: FaceDetection | DlibFaceDetection) -> tuple[CropBox, torch.Tensor]:
         """Crop box and the (70, 2) pixel landmarks of a detection; SkipItemError if too small."""
-        points = mediapipe_to_ibug70(torch.from_numpy(face.points[:, :2]))
+        if isinstance(face, DlibFaceDetection):  # dlib gives the 68 (+ estimated irises) directly
+            points = torch.from_numpy(face.landmarks)
+        else:
+            points = mediapipe_to_ibug70(torch.from_numpy(face.points[:, :2]))
         box = crop_box_from_landmarks(points, self.mean_landmarks, LANDMARK_FIT_WEIGHTS)
         if box.side < self.settings.min_face_px:
             raise SkipItemError(
