@@ -5,7 +5,7 @@ An evaluation turns a source (a dataset or a generator) into
 (head pose, SH light, expression) and group ids (same identity, same light).
 The estimators (``headforge.eval.estimators``) read the controls back from the
 images and the metrics below compare requested with estimated values
-(docs/metrics.md, "Control metrics"):
+(the definitions of record for ``headforge eval``):
 
 - APD (NeRFFaceShop §V-B, Next3D §4.1): mean over images of the Euclidean
   distance between requested and estimated head (yaw, pitch, roll), radians;

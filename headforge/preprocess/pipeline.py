@@ -77,7 +77,8 @@ class PreprocessSettings:
         resolution: output crop side in pixels.
         fit_resolution: side at which the fitted mesh is rasterised for lighting and reports.
         min_face_px: leave out faces whose crop side in the source is smaller (FFHQ rule).
-        max_faces: faces the detector reports per image (the largest is kept).
+        max_faces: faces the detector reports per image (the first is kept: the largest with
+            MediaPipe, the most confident with dlib).
         flame_path: a FLAME model file to fit instead of the procedural head.
         flame_landmarks: FLAME's 68-point landmark embedding file (needed with ``flame_path``).
         workers: processes.
