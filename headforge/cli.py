@@ -312,7 +312,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--images", type=int, default=64, help="studio images to render (default 64)")
     p.add_argument(
-        "--kimg", type=float, default=3.0, help="training length in thousands of images (default 3)"
+        "--kimg", type=float, default=2.0, help="training length in thousands of images (default 2)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -340,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands whose parsers live with their code (each sets ``run=`` itself).
     from headforge.apps.drive import add_drive_parser
     from headforge.apps.viewer import add_viewer_parser
+    from headforge.eval.command import add_eval_parser
     from headforge.preprocess import add_preprocess_parser
     from headforge.training.domain_transfer import add_finetune_domain_parser
     from headforge.training.nerffaceshop_driving import add_train_driver_parser
@@ -361,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_drive_parser,
         add_finetune_domain_parser,
         add_viewer_parser,
+        add_eval_parser,
     ):
         add(sub)
     return parser

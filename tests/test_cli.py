@@ -17,7 +17,7 @@ def _subcommands() -> list[str]:
 
 def test_expected_commands_exist() -> None:
     expected = {"train", "generate", "video", "mesh", "bench", "synth", "demo", "drive", "finetune-domain"}
-    expected |= {"train-driver", "viewer", "preprocess", "train-estimators"}
+    expected |= {"train-driver", "viewer", "preprocess", "train-estimators", "eval"}
     assert expected <= set(_subcommands())
 
 

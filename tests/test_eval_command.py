@@ -34,7 +34,7 @@ def run_command(argv: list[str]) -> int:
     add_eval_parser(parser.add_subparsers())
     # Few KID rounds: each costs kernel matrices, and the tests check plumbing, not KID's variance.
     args = parser.parse_args(["eval", "--no-progress", "--kid-subsets", "5", *argv])
-    return args.func(args)
+    return args.run(args)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,10 @@ def test_lighting_error_grows_with_label_perturbation(studio: Path, tmp_path: Pa
         (copy / "dataset.json").write_text(json.dumps(document))
         out = tmp_path / f"le_{delta}.json"
         assert run_command(["--data", str(copy), "--metrics", "le", "--out", str(out)]) == 0
-        value = read_report(out)["metrics"]["le"]["value"]
+        le = read_report(out)["metrics"]["le"]
+        value = le["value"]
+        # Baseline: MSE of answering the mean label = the labels' population variance.
+        assert le["mean_light_baseline"] == pytest.approx(float(perturbed.var(dim=0, unbiased=False).mean()))
         expected = float(((residual.abs() + delta) ** 2).mean())
         assert value == pytest.approx(expected, rel=1e-4)
         values.append(value)

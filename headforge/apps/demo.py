@@ -34,7 +34,7 @@ def run_demo(
     out_dir: str | Path = "outputs/demo",
     images: int = 64,
     resolution: int = 64,
-    kimg: float = 3.0,
+    kimg: float = 2.0,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict[str, Path]:

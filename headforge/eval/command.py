@@ -56,7 +56,7 @@ CPU_COUNTS = (8, 4)
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``eval`` on a subparsers object; the handler is ``run_eval`` (``set_defaults(func=...)``)."""
+    """Register ``eval`` on a subparsers object; the handler is ``run_eval`` (``set_defaults(run=...)``)."""
     parser = subparsers.add_parser(
         "eval", help="FID / KID and control metrics (APD, LE, LS, ID, AED) of a checkpoint or dataset"
     )
@@ -79,7 +79,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     parser.add_argument("--batch", type=int, default=32, help="images per network batch")
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.set_defaults(func=run_eval)
+    parser.set_defaults(run=run_eval)
     return parser
 
 
@@ -180,10 +180,16 @@ def evaluate(
             if samples.sh is None:
                 results["le"] = _missing("the source has no requested SH lighting")
             else:
+                # The MSE of always answering the mean requested light: LE means little unless below it.
+                mean_light = samples.sh.double().mean(dim=0, keepdim=True).expand_as(samples.sh)
+                baseline = lighting_error(samples.sh, mean_light)
                 results["le"] = {
                     "value": lighting_error(samples.sh, outputs["sh"]),
+                    "mean_light_baseline": baseline,
                     "reliable": warning is None,
-                    "note": note_of(warning, "MSE of the 9x3 SH coefficients"),
+                    "note": note_of(
+                        warning, f"MSE of the 9x3 SH coefficients; answering the mean light: {baseline:.4g}"
+                    ),
                 }
         if "ls" in metrics:
             groups = samples.light_group
