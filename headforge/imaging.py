@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Iterable
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from headforge.atomic_io import write_bytes_atomic
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -40,12 +43,9 @@ def depth_to_uint8(depth: torch.Tensor, opacity: torch.Tensor | None = None) -> 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:
     """Write one uint8 image (H, W) or (H, W, 3) atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 0) -> np.ndarray:

@@ -582,10 +582,10 @@ def test_write_dataset_json_is_atomic(tmp_path, monkeypatch):
     make_dataset(root, count=2)
     before = (root / "dataset.json").read_bytes()
 
-    def failing_dump(*args, **kwargs):
+    def failing_fsync(*args, **kwargs):  # the new content is in the temporary file, not yet renamed
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(json, "dump", failing_dump)
+    monkeypatch.setattr(os, "fsync", failing_fsync)
     with pytest.raises(RuntimeError, match="disk full"):
         write_dataset_json(root, {"img/00000.png": camera_label(0.5)})
     assert (root / "dataset.json").read_bytes() == before

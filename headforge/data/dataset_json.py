@@ -7,17 +7,16 @@ writer cannot produce a file the reader would reject for its contents.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import operator
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from headforge.atomic_io import write_bytes_atomic
 from headforge.data.manifest import parse_manifest
 from headforge.data.validation import DatasetError
 
@@ -103,17 +102,6 @@ def write_dataset_json(
     _, problems = parse_manifest(document, check_values=True)
     if problems:
         raise DatasetError(target, problems)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            # allow_nan=False: NaN and Infinity are not JSON (other readers reject them).
-            json.dump(document, stream, allow_nan=False)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; datasets are meant to be shared
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    # allow_nan=False: NaN and Infinity are not JSON (other readers reject them).
+    write_bytes_atomic(target, json.dumps(document, allow_nan=False).encode("utf-8"), durable=True)
     return target

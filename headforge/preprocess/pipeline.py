@@ -23,8 +23,6 @@ half a file, and a rerun skips every item whose record exists.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -37,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from headforge.atomic_io import write_bytes_atomic
 from headforge.data.dataset_json import write_dataset_json
 from headforge.heads.base import HeadModel
 from headforge.preprocess.align import CropBox, crop_box_from_landmarks, crop_image, landmarks_to_crop
@@ -116,21 +115,6 @@ class SkipItemError(Exception):
 
 
 # --------------------------------------------------------------------------- files
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def write_png_atomic(path: Path, image: np.ndarray) -> None:
