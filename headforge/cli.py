@@ -12,13 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-
-def _device(name: str | None) -> str:
-    import torch
-
-    if name:
-        return name
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from headforge.runtime import default_device, tune_cpu_allocator
 
 
 # ---------------------------------------------------------------------------- synth
@@ -116,7 +110,7 @@ def _run_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             skip_bad=args.skip_bad,
             seed=args.seed,
-            device=_device(args.device),
+            device=default_device(args.device),
             checkpoint_every=args.checkpoint_every,
             snapshot_every=args.snapshot_every,
             workers=args.workers,
@@ -157,7 +151,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     from headforge.apps.generate import generate_images, parse_seeds
     from headforge.apps.loading import load_generator
 
-    device = _device(args.device)
+    device = default_device(args.device)
     generator, _ = load_generator(args.ckpt, device)
     written = generate_images(
         generator, parse_seeds(args.seeds), args.out, args.trunc, args.yaw, args.pitch, device
@@ -185,7 +179,7 @@ def _run_video(args: argparse.Namespace) -> int:
     from headforge.apps.loading import load_generator
     from headforge.apps.video import write_orbit_video
 
-    device = _device(args.device)
+    device = default_device(args.device)
     generator, _ = load_generator(args.ckpt, device)
     path = write_orbit_video(generator, args.seed, args.out, args.frames, args.fps, args.trunc, device)
     print(f"wrote {path}")
@@ -224,7 +218,7 @@ def _run_mesh(args: argparse.Namespace) -> int:
     from headforge.apps.loading import load_generator
     from headforge.apps.mesh import export_seed_mesh
 
-    device = _device(args.device)
+    device = default_device(args.device)
     generator, _ = load_generator(args.ckpt, device)
     path = export_seed_mesh(generator, args.seed, args.out, args.resolution, args.level, args.trunc, device)
     print(f"wrote {path}")
@@ -267,7 +261,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         train_batch=args.train_batch,
         train=not args.no_train,
-        device=_device(args.device),
+        device=default_device(args.device),
     )
     if args.json:
         for result in results:
@@ -322,7 +316,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from headforge.apps.demo import run_demo
 
-    run_demo(args.out, images=args.images, kimg=args.kimg, seed=args.seed, device=_device(args.device))
+    run_demo(args.out, images=args.images, kimg=args.kimg, seed=args.seed, device=default_device(args.device))
     return 0
 
 
@@ -371,8 +365,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from headforge.runtime import tune_cpu_allocator
-
     tune_cpu_allocator()
     try:
         return args.run(args)

@@ -1,4 +1,4 @@
-"""Process-level settings for the `headforge` command (never applied by library imports).
+"""Process-level settings for the `headforge` command (never applied by library imports), and device choice.
 
 Tensors of tens of megabytes are common here (tri-planes, super-resolution
 activations). glibc serves each such allocation with a fresh ``mmap`` and
@@ -32,3 +32,12 @@ def tune_cpu_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 <<
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
         mallopt(_M_TRIM_THRESHOLD, trim_threshold)
     )
+
+
+def default_device(name: str | None = None) -> str:
+    """The device a command was asked for, else ``cuda`` when available, else ``cpu``."""
+    if name:
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

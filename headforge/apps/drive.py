@@ -294,7 +294,8 @@ def add_drive_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 def run_drive(args: argparse.Namespace) -> int:
     """Entry point of ``headforge drive``."""
-    from headforge.training.nerffaceshop_driving import default_device, load_nerffaceshop
+    from headforge.runtime import default_device
+    from headforge.training.nerffaceshop_driving import load_nerffaceshop
 
     device = default_device(args.device)
     generator, _ = load_nerffaceshop(args.ckpt, device)

@@ -282,15 +282,15 @@ def add_viewer_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 def run_viewer(args: argparse.Namespace) -> int:
     """Load ``args.ckpt`` and serve the viewer until interrupted."""
-    import torch
 
     from headforge.apps.loading import load_generator
+    from headforge.runtime import default_device
 
     if args.host != HOST:
         raise ValueError(f"the viewer binds {HOST} only, not {args.host}")
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must lie in [1, 65535], got {args.port}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(args.device)
     generator, _ = load_generator(args.ckpt, device)
     encoder = None
     if getattr(args, "encoder", None) is not None:

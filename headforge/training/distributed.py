@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from headforge.runtime import default_device
+
 __all__ = [
     "DistContext",
     "all_reduce_gradients",
@@ -82,9 +84,7 @@ def init_distributed(device: str | torch.device | None = None, timeout_s: float 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
+    resolved = torch.device(default_device(device) if device is None else device)
     if resolved.type == "cuda":
         if resolved.index is None:
             resolved = torch.device("cuda", local_rank)

@@ -47,6 +47,7 @@ from headforge.imaging import save_png, to_uint8
 from headforge.models.nerffaceshop import NeRFFaceShopGenerator, build_discriminator
 from headforge.models.nerffaceshop_controls import HeadControls
 from headforge.nn.filters import filtered_resize
+from headforge.runtime import default_device
 from headforge.training.checkpoint import load_checkpoint, load_module_state
 from headforge.training.losses import (
     discriminator_fake_loss,
@@ -54,7 +55,7 @@ from headforge.training.losses import (
     nonsaturating_generator_loss,
     r1_penalty,
 )
-from headforge.training.nerffaceshop_driving import default_device, frontal_cameras, random_lights
+from headforge.training.nerffaceshop_driving import frontal_cameras, random_lights
 from headforge.training.phases import Phase, PhaseContext, make_adam
 from headforge.training.trainer import Trainer
 

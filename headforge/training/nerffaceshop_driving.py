@@ -44,6 +44,7 @@ from headforge.models.nerffaceshop_encoder import (
     coefficient_vector,
     save_encoder,
 )
+from headforge.runtime import default_device
 from headforge.training.phases import Phase, PhaseContext, make_adam
 from headforge.training.trainer import Trainer
 
@@ -282,11 +283,6 @@ def add_train_driver_parser(subparsers: argparse._SubParsersAction) -> argparse.
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(run=run_train_driver)
     return p
-
-
-def default_device(name: str | None) -> str:
-    """``name``, or cuda when available, else cpu."""
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_nerffaceshop(path: str | Path, device: str) -> tuple[NeRFFaceShopGenerator, str]:
