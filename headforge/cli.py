@@ -337,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     from headforge.eval.command import add_eval_parser
     from headforge.preprocess import add_preprocess_parser
     from headforge.training.domain_transfer import add_finetune_domain_parser
+    from headforge.training.export import add_export_parser
     from headforge.training.nerffaceshop_driving import add_train_driver_parser
 
     for add in (
@@ -357,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_finetune_domain_parser,
         add_viewer_parser,
         add_eval_parser,
+        add_export_parser,
     ):
         add(sub)
     return parser
@@ -366,9 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     tune_cpu_allocator()
+    from headforge.training.checkpoint_state import CheckpointError
+
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, CheckpointError) as error:
         print(f"headforge {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

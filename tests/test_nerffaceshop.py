@@ -266,7 +266,7 @@ def test_expression_mask_flag(generator, inputs) -> None:
 def test_small_preset_exports_under_25_mb(tmp_path: Path) -> None:
     config = preset("small")
     generator = NeRFFaceShopGenerator(config)
-    assert config.output_resolution == 128 and config.sr_input_resolution == 64
+    assert config.output_resolution == 64 and config.sr_input_resolution == 32
     path = tmp_path / "g_ema.safetensors"
     save_file({f"G_ema.{k}": v.contiguous() for k, v in generator.state_dict().items()}, str(path))
     assert path.stat().st_size < 25 * 2**20

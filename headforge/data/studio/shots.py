@@ -72,10 +72,20 @@ def _camera(yaw: float | Tensor, pitch: float | Tensor) -> tuple[Tensor, Tensor]
     )[0], intrinsics_matrix(FFHQ_FOCAL)[0]
 
 
+# The head model's own expression prior is subtle (a few muscles at ~0.4 of full
+# strength): at 128 px it changes a few hundred pixels, too little for generators
+# and estimators to learn expressions from. The studio shows them 2x stronger
+# (capped below an exaggerated 1.2) and opens the jaw |N(0, 0.15 rad)| (up to ~25 deg).
+EXPRESSION_SCALE = 2.0
+EXPRESSION_MAX = 1.2
+JAW_STD = 0.15
+
+
 def _expression_and_pose(model: HeadModel, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """A random still expression and pose from the head model's own samplers."""
+    """A random still expression and pose from the head model's samplers, at studio strength."""
     expression = model.sample_expression(1, generator=generator)[0].cpu()
-    pose = model.sample_pose(1, generator=generator, jaw_std=0.05)[0].cpu()
+    expression = (expression * EXPRESSION_SCALE).clamp(max=EXPRESSION_MAX)
+    pose = model.sample_pose(1, generator=generator, jaw_std=JAW_STD)[0].cpu()
     return expression, pose
 
 
@@ -121,7 +131,7 @@ def _video_shot(model: HeadModel, preset: SynthPreset, plan: ItemPlan, seed: int
     )
 
     time = plan.frame / preset.fps
-    expression = expression_curve(time).clamp(min=0.0)
+    expression = expression_curve(time).clamp(min=0.0, max=EXPRESSION_MAX)
     for name in ("blink_left", "blink_right"):
         index = _expression_index(model, name)
         if index is not None:
