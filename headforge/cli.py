@@ -297,26 +297,36 @@ def _run_train_estimators(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="run the whole pipeline on the built-in default (studio -> train -> generate)",
-        description="Render a small studio dataset, train a tiny EG3D on it and write generated images, "
-        "depth maps, an orbit video and a mesh.",
+        help="animate, relight, turn and export the shipped NeRFFaceShop model",
+        description="Load the shipped NeRFFaceShop model (or --ckpt) and write a grid of identities x "
+        "expressions x lights x views, an orbit video, a relighting video, a driven-animation video and "
+        "a mesh with albedo colours.",
     )
     p.add_argument(
         "--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)"
     )
-    p.add_argument("--images", type=int, default=64, help="studio images to render (default 64)")
     p.add_argument(
-        "--kimg", type=float, default=2.0, help="training length in thousands of images (default 2)"
+        "--ckpt", type=Path, default=None, help="NeRFFaceShop checkpoint (default: the shipped model)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--encoder", type=Path, default=None, help="driving encoder (default: the shipped one)")
+    p.add_argument("--seeds", default="0-3", help="identity seeds, e.g. 0-3 or 1,5,9 (default 0-3)")
+    p.add_argument("--frames", type=int, default=48, help="frames of each video (default 48)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(run=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from headforge.apps.demo import run_demo
+    from headforge.apps.generate import parse_seeds
 
-    run_demo(args.out, images=args.images, kimg=args.kimg, seed=args.seed, device=default_device(args.device))
+    run_demo(
+        args.out,
+        checkpoint=args.ckpt,
+        encoder=args.encoder,
+        seeds=tuple(parse_seeds(args.seeds)),
+        device=default_device(args.device),
+        frames=args.frames,
+    )
     return 0
 
 
