@@ -5,7 +5,7 @@ Argparse spec (wired by ``headforge/cli.py``)::
     headforge train-estimators --data DIR [DIR ...] --heldout DIR --out DIR
         [--identity-data DIR [DIR ...]] [--kinds attributes identity]
         [--epochs N] [--identity-epochs N] [--batch-size N] [--seed N]
-        [--device cpu|cuda]
+        [--data-resolution PX] [--no-face-crop] [--threads N] [--device cpu|cuda]
 
 ``--data``: studio datasets for the attribute network (expression, jaw,
 pose, SH, shape). ``--identity-data``: multi-view studio datasets for the
@@ -15,6 +15,13 @@ images are skipped). ``--heldout``: a studio dataset of held-out identities
 measured. ``--kinds``: which networks to train. The output folder receives
 ``attributes.safetensors``, ``identity.safetensors`` and ``manifest.json``
 (kind -> file, input resolution, training data, command, held-out accuracy).
+
+``--data-resolution``: the attribute data (and the held-out set) are loaded
+at this size (default 128, the studio data are rendered at 128 px) so the
+attribute network's face-crop branch sees detail; ``--no-face-crop`` trains
+the single-branch network. The held-out figures are measured on the held-out
+images at that resolution (``heldout_accuracy``) and again after reducing
+them to 64 px (``heldout_accuracy_64px``), the size most generators output.
 """
 
 from __future__ import annotations
@@ -30,15 +37,18 @@ import torch
 
 from headforge.eval.estimators.api import ESTIMATOR_KINDS, MANIFEST_NAME
 from headforge.eval.estimators.identity import verification_metrics
-from headforge.eval.estimators.metrics import pose_report, regression_report, sh_report
-from headforge.eval.estimators.networks import EstimatorNetwork
+from headforge.eval.estimators.metrics import pose_report, r2_per_component, regression_report, sh_report
+from headforge.eval.estimators.networks import EstimatorNetwork, resize_for_estimator
 from headforge.eval.estimators.training import (
+    ATTRIBUTE_TARGETS,
+    FACE_CROP,
     EstimatorData,
     load_estimator_data,
     predict,
     train_attribute_network,
     train_identity_network,
 )
+from headforge.heads.procedural.expressions import EXPRESSION_NAMES
 
 __all__ = [
     "add_train_estimators_arguments",
@@ -70,6 +80,23 @@ def add_train_estimators_arguments(parser: argparse.ArgumentParser) -> argparse.
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--data-resolution",
+        type=int,
+        default=128,
+        help="load the attribute and held-out images at this size (px) for the face-crop branch",
+    )
+    parser.add_argument(
+        "--no-face-crop", action="store_true", help="attribute network without the face-crop branch"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: min(available, 2))")
+    parser.add_argument(
+        "--head-weights",
+        nargs="+",
+        default=None,
+        metavar="HEAD=W",
+        help="attribute loss weight per head, e.g. expression=4 jaw=4 (default 1 each)",
+    )
     parser.add_argument("--device", default="cpu")
     return parser
 
@@ -81,10 +108,17 @@ def evaluate_attributes(network: EstimatorNetwork, data: EstimatorData) -> dict[
     jaw_opening = regression_report(
         outputs["jaw"][:, :1], targets["jaw"][:, :1], network.target_mean("jaw")[:1]
     )
+    expression: dict[str, Any] = dict(
+        regression_report(outputs["expression"], targets["expression"], network.target_mean("expression"))
+    )
+    per_component = r2_per_component(outputs["expression"], targets["expression"])
+    # Named after the procedural head model's components when the widths match (the studio's model).
+    names = EXPRESSION_NAMES if len(EXPRESSION_NAMES) == len(per_component) else range(len(per_component))
+    expression["r2_by_component"] = {
+        str(name): value for name, value in zip(names, per_component, strict=True)
+    }
     return {
-        "expression": regression_report(
-            outputs["expression"], targets["expression"], network.target_mean("expression")
-        ),
+        "expression": expression,
         "jaw": {
             **regression_report(outputs["jaw"], targets["jaw"], network.target_mean("jaw")),
             "opening_x": jaw_opening,
@@ -136,8 +170,12 @@ def run_train_estimators(args: argparse.Namespace) -> dict[str, Any]:
     two networks can be trained by separate runs.
     """
     if args.device == "cpu":
-        # The build machines share a couple of cores; more threads only add contention.
-        torch.set_num_threads(min(torch.get_num_threads(), 2))
+        # The build machines share a couple of cores; more threads only add contention (with
+        # other jobs busy on them, even 2 threads can be several times slower than 1: --threads 1).
+        threads = getattr(args, "threads", None)
+        torch.set_num_threads(threads if threads else min(torch.get_num_threads(), 2))
+    data_resolution = int(getattr(args, "data_resolution", 64))
+    face_crop = None if getattr(args, "no_face_crop", False) else FACE_CROP
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = _command_line(args)
@@ -149,45 +187,67 @@ def run_train_estimators(args: argparse.Namespace) -> dict[str, Any]:
     def heldout() -> EstimatorData:
         # Loaded after training, so the held-out set may still be rendering while training runs.
         if not heldout_cache:
-            heldout_cache.append(_to_device(load_estimator_data([args.heldout]), args.device))
+            data = load_estimator_data([args.heldout], resolution=data_resolution)
+            heldout_cache.append(_to_device(data, args.device))
         return heldout_cache[0]
 
     if "attributes" in args.kinds:
         started = time.time()
-        data = _to_device(load_estimator_data(args.data), args.device)
+        data = _to_device(load_estimator_data(args.data, resolution=data_resolution), args.device)
         network = train_attribute_network(
-            data, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed
+            data,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            face_crop=face_crop,
+            head_weights=_head_weights(getattr(args, "head_weights", None)),
         )
+        del data  # the held-out set is loaded next; do not hold both in memory
+        seconds = round(time.time() - started, 1)
         kinds_meta = {"kinds": "expression,pose,lighting,shape"}
         network.to("cpu").save_weights(out / ATTRIBUTES_FILE, kinds_meta, storage_dtype=torch.float16)
         # Evaluate what ships: the float16 file, reloaded.
         network = EstimatorNetwork.from_file(out / ATTRIBUTES_FILE, device=args.device)
         accuracy = _rounded(evaluate_attributes(network, heldout()))
+        accuracy_64 = accuracy
+        if heldout().images.shape[-1] != 64:
+            reduced = heldout()
+            reduced = EstimatorData(
+                resize_for_estimator(reduced.images, 64), reduced.targets, reduced.identities, reduced.sources
+            )
+            accuracy_64 = _rounded(evaluate_attributes(network, reduced))
         common = {
             "file": ATTRIBUTES_FILE,
             "network": "attributes (joint heads: " + ", ".join(network.head_dims) + ")",
+            "face_crop": list(network.face_crop) if network.face_crop is not None else None,
             "input_resolution": network.input_resolution,
             "training_data": _describe(list(args.data)),
             "training": {
                 "epochs": args.epochs,
                 "batch_size": args.batch_size,
                 "seed": args.seed,
-                "seconds": round(time.time() - started, 1),
+                "data_resolution": data_resolution,
+                "seconds": seconds,
                 "command": command,
             },
             "heldout_data": _describe([args.heldout]),
+            "heldout_resolution": int(heldout().images.shape[-1]),
         }
+
+        def figures_of(kind: str, figures: dict[str, Any]) -> dict[str, Any]:
+            if kind == "expression":
+                return {"expression": figures["expression"], "jaw": figures["jaw"]}
+            return figures[kind]
+
         for kind in ("expression", "pose", "lighting", "shape"):
-            figures = {"expression": {"expression": accuracy["expression"], "jaw": accuracy["jaw"]}}.get(
-                kind, accuracy[kind]
-            )
             manifest["estimators"][kind] = {
                 **common,
                 "kind": kind,
                 "outputs": list(ESTIMATOR_KINDS[kind]),
-                "heldout_accuracy": figures,
+                "heldout_accuracy": figures_of(kind, accuracy),
+                "heldout_accuracy_64px": figures_of(kind, accuracy_64),
             }
-        print(json.dumps(accuracy, indent=1))
+        print(json.dumps({"heldout": accuracy, "heldout_64px": accuracy_64}, indent=1))
         if "identity" in args.kinds:
             init_from = network
     else:
@@ -198,6 +258,7 @@ def run_train_estimators(args: argparse.Namespace) -> dict[str, Any]:
     if "identity" in args.kinds:
         started = time.time()
         identity_paths = list(args.identity_data or args.data)
+        # The identity network has no crop branch: 64 px inputs.
         data = _to_device(load_estimator_data(identity_paths), args.device)
         epochs = args.identity_epochs or args.epochs
         network = train_identity_network(data, epochs=epochs, seed=args.seed, init_from=init_from)
@@ -246,7 +307,27 @@ def _command_line(args: argparse.Namespace) -> str:
     if args.identity_epochs:
         parts += ["--identity-epochs", str(args.identity_epochs)]
     parts += ["--batch-size", str(args.batch_size), "--seed", str(args.seed)]
+    parts += ["--data-resolution", str(getattr(args, "data_resolution", 64))]
+    if getattr(args, "no_face_crop", False):
+        parts.append("--no-face-crop")
+    if getattr(args, "head_weights", None):
+        parts += ["--head-weights", *args.head_weights]
+    if getattr(args, "threads", None):
+        parts += ["--threads", str(args.threads)]
     return " ".join(shlex.quote(str(part)) for part in parts)
+
+
+def _head_weights(pairs: list[str] | None) -> dict[str, float] | None:
+    """``["expression=4", "jaw=4"]`` -> ``{"expression": 4.0, "jaw": 4.0}``; ``ValueError`` on bad items."""
+    if not pairs:
+        return None
+    weights = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in ATTRIBUTE_TARGETS or not value:
+            raise ValueError(f"--head-weights: expected HEAD=W, HEAD in {ATTRIBUTE_TARGETS}, got {pair!r}")
+        weights[name] = float(value)
+    return weights
 
 
 def _to_device(data: EstimatorData, device: str) -> EstimatorData:

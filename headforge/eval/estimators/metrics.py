@@ -16,6 +16,7 @@ from headforge.lighting import irradiance
 
 __all__ = [
     "r2_score",
+    "r2_per_component",
     "regression_report",
     "pose_report",
     "sh_report",
@@ -40,6 +41,24 @@ def r2_score(prediction: Tensor, target: Tensor, min_variance: float = 1e-10) ->
     sse = ((prediction - target)[:, keep] ** 2).sum()
     sst = ((target - target.mean(dim=0))[:, keep] ** 2).sum()
     return float(1.0 - sse / sst)
+
+
+def r2_per_component(prediction: Tensor, target: Tensor, min_variance: float = 1e-10) -> list[float | None]:
+    """R^2 of each component separately (``None`` where the held-out targets do not vary).
+
+    Args:
+        prediction, target: (N, D).
+
+    Returns:
+        D values: 1 - SSE_d / SST_d, SST_d about the held-out mean of component d.
+    """
+    variance = target.var(dim=0, unbiased=False)
+    sse = ((prediction - target) ** 2).sum(dim=0)
+    sst = ((target - target.mean(dim=0)) ** 2).sum(dim=0)
+    return [
+        float(1.0 - e / t) if bool(v > min_variance) else None
+        for e, t, v in zip(sse, sst, variance, strict=True)
+    ]
 
 
 def regression_report(prediction: Tensor, target: Tensor, baseline: Tensor) -> dict[str, float]:

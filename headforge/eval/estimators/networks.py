@@ -9,9 +9,18 @@ and are applied in ``forward``, so losses see unit-scale numbers while callers
 see the targets' own units. Heads listed in ``unit_norm_heads`` are
 L2-normalised instead (identity embeddings).
 
+Optionally (``face_crop``) a second backbone reads a fixed face region of
+the image: EG3D-aligned crops put the face at a known place, so a square box
+given in normalised image coordinates is cut out of the *original* image and
+resized to ``input_resolution`` too. At 64 px the whole head spans ~30 px;
+the crop gives the expression-bearing region (eyes to chin) about twice the
+pixels when the caller's image has them (e.g. 128 px studio renders). The
+two pooled feature vectors are concatenated before the heads.
+
 Weights are one safetensors file whose metadata records the architecture
 (``format``, ``channels``, ``heads``, ``unit_norm_heads``,
-``input_resolution``), so ``EstimatorNetwork.from_file`` rebuilds it.
+``input_resolution``, ``hidden``, and ``face_crop`` / ``crop_channels`` when
+there is a crop branch), so ``EstimatorNetwork.from_file`` rebuilds it.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ __all__ = [
     "WEIGHTS_FORMAT",
     "EstimatorWeightsError",
     "resize_for_estimator",
+    "crop_face_region",
     "ResidualBlock",
     "EstimatorBackbone",
     "EstimatorNetwork",
@@ -54,6 +64,27 @@ def resize_for_estimator(images: Tensor, resolution: int = INPUT_RESOLUTION) -> 
     return F.interpolate(
         images, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
     )
+
+
+def crop_face_region(images: Tensor, box: Sequence[float], resolution: int = INPUT_RESOLUTION) -> Tensor:
+    """Cut the box ``(x0, y0, size)`` (fractions of the width / height) out of images and resize it.
+
+    Args:
+        images: (B, 3, H, W), any size (non-square images: the box is a fraction of each side).
+        box: left, top and side length of the square region, each in [0, 1] of the image side.
+        resolution: output side length in pixels.
+
+    Returns:
+        (B, 3, resolution, resolution). The box is snapped to whole pixels of the
+        input (at most half a pixel off), then resized bilinearly with antialiasing.
+    """
+    x0, y0, size = (float(value) for value in box)
+    height, width = images.shape[-2:]
+    left, top = round(x0 * width), round(y0 * height)
+    crop_w, crop_h = max(1, round(size * width)), max(1, round(size * height))
+    if left < 0 or top < 0 or left + crop_w > width or top + crop_h > height:
+        raise ValueError(f"face crop box {tuple(box)} leaves the image")
+    return resize_for_estimator(images[..., top : top + crop_h, left : left + crop_w], resolution)
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -120,14 +151,17 @@ class EstimatorBackbone(nn.Module):
 
 
 class EstimatorNetwork(nn.Module):
-    """Backbone + one two-layer MLP head per named output.
+    """Backbone (+ optional face-crop backbone) + one two-layer MLP head per named output.
 
     Args:
         heads: output name -> width (e.g. ``{"expression": 35, "jaw": 3}``).
         channels: backbone stage widths.
-        input_resolution: images are resized to this square size first.
+        input_resolution: images (and the face crop) are resized to this square size.
         unit_norm_heads: heads whose output is L2-normalised (embeddings) and not de-standardised.
         hidden: width of each head's hidden layer.
+        face_crop: ``(x0, y0, size)`` of the face region as fractions of the image
+            side (``crop_face_region``), or ``None`` for a single full-image branch.
+        crop_channels: stage widths of the crop backbone (default: ``channels``).
     """
 
     def __init__(
@@ -137,6 +171,8 @@ class EstimatorNetwork(nn.Module):
         input_resolution: int = INPUT_RESOLUTION,
         unit_norm_heads: Sequence[str] = (),
         hidden: int = 256,
+        face_crop: Sequence[float] | None = None,
+        crop_channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if not heads:
@@ -150,6 +186,15 @@ class EstimatorNetwork(nn.Module):
         self.hidden = int(hidden)
         self.backbone = EstimatorBackbone(channels)
         feature_dim = self.backbone.feature_dim
+        self.face_crop: tuple[float, float, float] | None = None
+        self.crop_backbone: EstimatorBackbone | None = None
+        if face_crop is not None:
+            x0, y0, size = (float(value) for value in face_crop)
+            if min(x0, y0) < 0.0 or size <= 0.0 or max(x0, y0) + size > 1.0:
+                raise ValueError(f"face_crop {tuple(face_crop)} must lie inside the unit square")
+            self.face_crop = (x0, y0, size)
+            self.crop_backbone = EstimatorBackbone(crop_channels if crop_channels is not None else channels)
+            feature_dim += self.crop_backbone.feature_dim
         self.heads = nn.ModuleDict(
             {
                 name: nn.Sequential(
@@ -177,14 +222,38 @@ class EstimatorNetwork(nn.Module):
         return getattr(self, f"target_mean_{name}")
 
     # ------------------------------------------------------------------ forward
+    def prepare_views(self, images: Tensor) -> list[Tensor]:
+        """Images (B, 3, H, W) -> the network's input views, each (B, 3, R, R) with R = input_resolution.
+
+        ``[full image]``, or ``[full image, face crop]`` with a crop branch. The
+        crop is cut from the image as given (before the full view is resized),
+        so high-resolution inputs give it real detail.
+        """
+        views = [resize_for_estimator(images, self.input_resolution)]
+        if self.face_crop is not None:
+            views.append(crop_face_region(images, self.face_crop, self.input_resolution))
+        return views
+
+    def forward_views(self, views: Sequence[Tensor]) -> dict[str, Tensor]:
+        """Raw head outputs from prepared views (``prepare_views``): name -> (B, D).
+
+        Training calls this directly with views prepared once per dataset.
+        """
+        features = self.backbone(views[0])
+        if self.crop_backbone is not None:
+            features = torch.cat([features, self.crop_backbone(views[1])], dim=1)
+        return {name: head(features) for name, head in self.heads.items()}
+
     def forward_raw(self, images: Tensor) -> dict[str, Tensor]:
         """Head outputs before de-standardisation / normalisation: name -> (B, D)."""
-        features = self.backbone(resize_for_estimator(images, self.input_resolution))
-        return {name: head(features) for name, head in self.heads.items()}
+        return self.forward_views(self.prepare_views(images))
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Images (B, 3, H, W) in [-1, 1] -> name -> (B, D) in the targets' units (or unit-norm)."""
-        raw = self.forward_raw(images)
+        return self.finish(self.forward_raw(images))
+
+    def finish(self, raw: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Raw head outputs -> outputs in the targets' units (regression) or unit-norm (embeddings)."""
         outputs = {}
         for name, value in raw.items():
             if name in self.unit_norm_heads:
@@ -206,6 +275,9 @@ class EstimatorNetwork(nn.Module):
             "input_resolution": str(self.input_resolution),
             "hidden": str(self.hidden),
         }
+        if self.face_crop is not None and self.crop_backbone is not None:
+            meta["face_crop"] = json.dumps(list(self.face_crop))
+            meta["crop_channels"] = json.dumps(list(self.crop_backbone.channels))
         meta.update(dict(extra or {}))
         return meta
 
@@ -259,9 +331,12 @@ class EstimatorNetwork(nn.Module):
                 input_resolution=int(metadata["input_resolution"]),
                 unit_norm_heads=json.loads(metadata.get("unit_norm_heads", "[]")),
                 hidden=int(metadata.get("hidden", "256")),
+                face_crop=json.loads(metadata["face_crop"]) if "face_crop" in metadata else None,
+                crop_channels=json.loads(metadata["crop_channels"]) if "crop_channels" in metadata else None,
             )
             tensors = load_file(str(path))
-        except (KeyError, json.JSONDecodeError, SafetensorError, OSError) as error:
+        except (KeyError, ValueError, TypeError, SafetensorError, OSError) as error:
+            # json.JSONDecodeError is a ValueError; so are bad head widths or crop boxes.
             raise EstimatorWeightsError(f"{path}: cannot rebuild the estimator ({error!r})") from error
         expected = network.state_dict()
         for key, value in expected.items():

@@ -12,14 +12,24 @@ Two networks are trained:
   ``embedding`` head, trained with CosFace + batch-hard triplet losses on
   identity-balanced batches (``headforge.eval.estimators.identity``).
 
+The attribute network has a second backbone on a fixed face crop
+(``FACE_CROP``, see ``EstimatorNetwork``): the head fills the middle of an
+EG3D-aligned image, and expression / jaw live in a ~30 px region at 64 px.
+Training data are best rendered at 128 px so the crop has real detail; the
+views (full image at 64 px, face crop at 64 px) are prepared once per dataset.
+Because callers also feed 64 px images (whose crop is an upsampled ~36 px
+region), a fraction of the training crops (``low_res_crop_fraction``) is cut
+from the image first reduced to 64 px, so both inputs are in distribution.
+
 Both use AdamW with a cosine learning-rate decay and run on the device of
-the tensors given; data are held in memory (64 px images are small).
+the tensors given; data are held in memory.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +39,20 @@ from torch import Tensor
 
 from headforge.data.dataset import HeadDataset
 from headforge.eval.estimators.identity import CosFaceHead, batch_hard_triplet_loss, identity_batches
-from headforge.eval.estimators.networks import INPUT_RESOLUTION, EstimatorNetwork
+from headforge.eval.estimators.networks import (
+    INPUT_RESOLUTION,
+    EstimatorNetwork,
+    crop_face_region,
+    resize_for_estimator,
+)
 from headforge.eval.estimators.targets import head_pose_angles
 from headforge.heads.base import POSE_SLICES
 
 __all__ = [
     "ATTRIBUTE_TARGETS",
+    "ATTRIBUTE_CHANNELS",
+    "ATTRIBUTE_HIDDEN",
+    "FACE_CROP",
     "EstimatorData",
     "load_estimator_data",
     "train_attribute_network",
@@ -44,6 +62,16 @@ __all__ = [
 
 #: Heads of the attribute network, in training order.
 ATTRIBUTE_TARGETS = ("expression", "jaw", "pose", "sh", "shape")
+
+#: Face region of an EG3D-aligned image, (x0, y0, size) as fractions of the side: eyebrows to
+#: chin and cheek to cheek of a frontal studio head, with room for the studio's yaw / pitch spread
+#: (72 x 72 px of a 128 px image, x 28..100, y 34..106).
+FACE_CROP = (0.21875, 0.265625, 0.5625)
+
+#: Backbone widths (each branch) and head hidden width of the attribute network: two branches of
+#: (32, 64, 128, 256) with 256-wide heads would be a 6.3 MB float16 file; these keep it near 4 MB.
+ATTRIBUTE_CHANNELS = (32, 64, 128, 192)
+ATTRIBUTE_HIDDEN = 128
 
 Logger = Callable[[str], None]
 
@@ -152,24 +180,68 @@ def _augment(images: Tensor, generator: torch.Generator, max_shift: int = 2) -> 
     return padded[..., dy : dy + size, dx : dx + size]
 
 
+def prepare_training_views(
+    network: EstimatorNetwork, images: Tensor, batch_size: int = 512
+) -> tuple[list[Tensor], Tensor | None]:
+    """The network's input views of every image, plus crops cut from a 64 px copy.
+
+    Args:
+        network: decides the views (``EstimatorNetwork.prepare_views``).
+        images: (N, 3, H, W) in [-1, 1].
+
+    Returns:
+        ``views``: list of (N, 3, R, R) (full image, and face crop when the
+        network has a crop branch); ``low_res_crops``: (N, 3, R, R) face crops
+        cut from the image first resized to R (what a caller's R px image
+        gives), or ``None`` without a crop branch or when H <= R already.
+    """
+    parts: list[list[Tensor]] = []
+    low_parts: list[Tensor] = []
+    resolution = network.input_resolution
+    low_res = network.face_crop is not None and images.shape[-1] > resolution
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        parts.append(network.prepare_views(chunk))
+        if low_res and network.face_crop is not None:
+            reduced = resize_for_estimator(chunk, resolution)
+            low_parts.append(crop_face_region(reduced, network.face_crop, resolution))
+    views = [torch.cat([part[i] for part in parts]) for i in range(len(parts[0]))]
+    return views, torch.cat(low_parts) if low_res else None
+
+
 def train_attribute_network(
     data: EstimatorData,
     epochs: int = 20,
     batch_size: int = 64,
     learning_rate: float = 2e-3,
     seed: int = 0,
-    channels: Sequence[int] = (32, 64, 128, 256),
+    channels: Sequence[int] = ATTRIBUTE_CHANNELS,
+    face_crop: Sequence[float] | None = FACE_CROP,
+    crop_channels: Sequence[int] | None = None,
+    hidden: int = ATTRIBUTE_HIDDEN,
+    head_weights: Mapping[str, float] | None = None,
+    low_res_crop_fraction: float = 0.3,
     log: Logger = print,
 ) -> EstimatorNetwork:
     """Train the joint expression / jaw / pose / SH / shape regressor.
 
     Args:
         data: training data (targets of ``ATTRIBUTE_TARGETS``); its device is used.
+            Images at 128 px give the face crop detail; 64 px images work too.
         epochs: passes over the data.
         batch_size: images per step.
         learning_rate: peak AdamW learning rate.
         seed: initialisation and shuffling seed.
         channels: backbone widths.
+        face_crop: ``(x0, y0, size)`` face box for the crop branch (fractions of
+            the image side), ``None`` for a single full-image backbone.
+        crop_channels: crop backbone widths (default: ``channels``).
+        hidden: hidden width of every head.
+        head_weights: loss weight per head (default 1 each; e.g. more weight on
+            the expression and jaw heads, which learn far slower than pose / SH).
+        low_res_crop_fraction: probability per training sample of taking the
+            face crop from the image reduced to the input resolution (only when
+            the data are larger than that).
         log: progress sink (one line per epoch).
 
     Returns:
@@ -178,15 +250,21 @@ def train_attribute_network(
     torch.manual_seed(seed)
     device = data.images.device
     heads = {name: data.targets[name].shape[1] for name in ATTRIBUTE_TARGETS}
-    network = EstimatorNetwork(heads, channels=channels).to(device)
+    network = EstimatorNetwork(
+        heads, channels=channels, face_crop=face_crop, crop_channels=crop_channels, hidden=hidden
+    ).to(device)
     for name in ATTRIBUTE_TARGETS:
         network.set_target_statistics(name, data.targets[name])
     standardised = {name: network.standardise(name, data.targets[name]) for name in ATTRIBUTE_TARGETS}
+    weights = {name: float((head_weights or {}).get(name, 1.0)) for name in ATTRIBUTE_TARGETS}
+    # Views once per dataset: resizing / cropping 128 px images every step would cost as much as the net.
+    views, low_res_crops = prepare_training_views(network, data.images)
     optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = max(1, len(data) // batch_size)
     total = epochs * steps_per_epoch
     step = 0
+    started = time.time()
     network.train()
     for epoch in range(epochs):
         order = torch.randperm(len(data), generator=generator).to(device)
@@ -196,17 +274,26 @@ def train_attribute_network(
             factor = _schedule_factor(step, total, warmup=max(1, min(100, total // 10)))
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate * factor
-            outputs = network.forward_raw(_augment(data.images[indices], generator))
+            batch_views = [view[indices] for view in views]
+            if low_res_crops is not None and low_res_crop_fraction > 0:
+                pick = torch.rand(len(indices), generator=generator) < low_res_crop_fraction
+                pick = pick.to(device)[:, None, None, None]
+                batch_views[1] = torch.where(pick, low_res_crops[indices], batch_views[1])
+            # Independent shifts per view: framing jitter, and crop-box jitter relative to the head.
+            outputs = network.forward_views([_augment(view, generator) for view in batch_views])
             losses = {
                 name: F.mse_loss(outputs[name], standardised[name][indices]) for name in ATTRIBUTE_TARGETS
             }
             optimizer.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
+            sum(weights[name] * value for name, value in losses.items()).backward()
             optimizer.step()
             step += 1
             for name, value in losses.items():
                 running[name] += float(value.detach()) / steps_per_epoch
-        log(f"attributes epoch {epoch + 1}/{epochs}: " + " ".join(f"{k}={v:.3f}" for k, v in running.items()))
+        log(
+            f"attributes epoch {epoch + 1}/{epochs} ({time.time() - started:.0f} s): "
+            + " ".join(f"{k}={v:.3f}" for k, v in running.items())
+        )
     return network.eval()
 
 
