@@ -202,3 +202,50 @@ def test_nerffaceshop_protocol_lights_groups_and_command(
     assert report["le"]["value"] > 0 and report["ls"]["value"] >= 0 and report["ls"]["groups"] == 2
     assert report["id"]["pairs"] == 2 and report["aed"]["value"] is None
     assert run_command(["--ckpt", "unused", "--metrics", "le", "--out", str(out)]) == 2  # no lights
+
+
+def test_eg3d_consistency_from_the_command(checkpoint: Path, tmp_path: Path) -> None:
+    """TI / DS / MV through the CLI: EG3D has pose groups and paired views only; deterministic."""
+    small = ["--preset", "cpu", "--consistency-identities", "2", "--poses", "2", "--mv-opacity", "0.05"]
+    outs = [tmp_path / "eg3d_a.json", tmp_path / "eg3d_b.json"]
+    for out in outs:
+        argv = ["--ckpt", str(checkpoint), "--metrics", "ti,ds,mv", "--out", str(out), *small]
+        assert run_command(argv) == 0
+    first, again = (read_report(path) for path in outs)
+    assert first["metrics"] == again["metrics"]
+    report = first["metrics"]
+    assert list(report) == ["ti", "ds_expression", "ds_pose", "ds_light", "mv"]
+    assert first["source"]["kind"] == "eg3d-consistency" and first["source"]["identities"] == 2
+    # EG3D cannot animate or relight: those are missing, not invented.
+    for name in ("ti", "ds_expression", "ds_light"):
+        assert report[name]["value"] is None and report[name]["reliable"] is False
+    assert report["ds_pose"]["groups"] == 2 and report["mv"]["pairs"] == 2
+    assert report["mv"]["value"] is not None and report["mv"]["value"] >= 0
+    assert "| ds_pose |" in outs[0].with_suffix(".md").read_text()
+
+
+def test_nerffaceshop_consistency_from_the_command(
+    studio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = ["--preset", "cpu", "--consistency-identities", "2", "--poses", "2", "--mv-opacity", "0.05"]
+    torch.manual_seed(0)
+    generator = NeRFFaceShopGenerator(preset("tiny", num_coarse=6, num_fine=6)).eval()
+    monkeypatch.setattr(
+        command, "load_generator", lambda *a, **k: (generator, {"config": {"model": "nerffaceshop"}})
+    )
+    out = tmp_path / "nfs.json"
+    argv = ["--ckpt", "unused", "--data", str(studio), "--metrics", "le,ti,ds,mv", "--out", str(out)]
+    argv += [*small, "--expressions", "2", "--lights", "2", "--identities", "1", "--views", "2"]
+    assert run_command(argv) == 0
+    document = read_report(out)
+    report = document["metrics"]
+    assert document["source"]["kind"] == "nerffaceshop"
+    assert document["source"]["consistency"]["expressions"] == 2
+    for name in ("ti", "ds_expression", "ds_pose", "ds_light", "mv"):
+        assert report[name]["value"] is not None, name
+    # The benchmark studio has one image per (identity, expression, camera, light): its TI groups are
+    # the identities (shape constant), the estimator floor; DS is normalised by its variance.
+    assert report["ti"]["reference_floor"] is not None
+    assert "reference images" in report["ds_pose"]["note"]
+    bad = ["--ckpt", "unused", "--data", str(studio), "--metrics", "ti", "--out", str(out), "--preset", "cpu"]
+    assert run_command([*bad, "--lights", "0"]) == 2  # zero is an error, not "use the default"

@@ -10,6 +10,12 @@ Two modes:
   images against its own labels (APD, LE, LS, ID, AED): with ground-truth
   renders this is the floor of each figure (the estimators' own error).
 
+The consistency metrics (TI, DS, MV) of a checkpoint use a protocol of their
+own (``headforge.eval.consistency_protocols``: identities x animations,
+lights and paired views); of a dataset, its identity / clip ids, the groups
+its labels imply and its depth maps (the studio's ``multiview`` preset gives
+MV's ground-truth bracket, ``lightstage`` DS's light groups).
+
 Writes ``--out`` (JSON) and the same name with ``.md`` (a Markdown table).
 Metric definitions: ``headforge.eval.protocols`` and docs/metrics.md.
 """
@@ -17,7 +23,6 @@ Metric definitions: ``headforge.eval.protocols`` and docs/metrics.md.
 from __future__ import annotations
 
 import argparse
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,7 @@ from typing import Any
 import torch
 
 from headforge.apps.loading import load_generator
+from headforge.eval.consistency_scores import DS_NAMES, score_ds, score_mv, score_ti
 from headforge.eval.estimators.api import EstimatorQualityWarning, load_estimator
 from headforge.eval.features import HeadforgeFeatureNet
 from headforge.eval.frechet import frechet_distance_from_features
@@ -41,24 +47,39 @@ from headforge.eval.protocols import (
     parse_metrics,
     pose_distance,
     run_batched,
-    samples_from_dataset,
-    samples_from_eg3d,
-    samples_from_nerffaceshop,
 )
 from headforge.eval.report import write_report
+from headforge.eval.reprojection import DEFAULT_DEPTH_TOLERANCE, DEFAULT_SURFACE_THRESHOLD
+from headforge.eval.sources import (
+    CONSISTENCY_CPU_COUNTS,
+    CONSISTENCY_METRICS,
+    CONSISTENCY_PAPER_COUNTS,
+    CPU_COUNTS,
+    PAPER_COUNTS,
+    consistency_counts,
+    counts,
+    dataset_sources,
+    generator_sources,
+)
 
-__all__ = ["add_eval_parser", "run_eval", "evaluate", "PAPER_COUNTS", "CPU_COUNTS"]
-
-#: identities x views of the papers' animation protocol (500 identities x 20 driving codes).
-PAPER_COUNTS = (500, 20)
-#: small counts for a CPU smoke evaluation.
-CPU_COUNTS = (8, 4)
+__all__ = [
+    "CONSISTENCY_CPU_COUNTS",
+    "CONSISTENCY_METRICS",
+    "CONSISTENCY_PAPER_COUNTS",
+    "CPU_COUNTS",
+    "PAPER_COUNTS",
+    "add_eval_parser",
+    "evaluate",
+    "run_eval",
+]
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``eval`` on a subparsers object; the handler is ``run_eval`` (``set_defaults(run=...)``)."""
     parser = subparsers.add_parser(
-        "eval", help="FID / KID and control metrics (APD, LE, LS, ID, AED) of a checkpoint or dataset"
+        "eval",
+        help="FID / KID, control (APD, LE, LS, ID, AED) and consistency (TI, DS, MV) metrics "
+        "of a checkpoint or dataset",
     )
     parser.add_argument("--ckpt", help="generator checkpoint (run folder or stem); omit to evaluate --data")
     parser.add_argument("--data", help="dataset: FID/KID reference with --ckpt, the evaluated set without")
@@ -69,6 +90,37 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     parser.add_argument("--num-images", type=int, help="cap on dataset images / generated images")
     parser.add_argument("--identities", type=int, help=f"generated identities (default {PAPER_COUNTS[0]})")
     parser.add_argument("--views", type=int, help=f"views per generated identity (default {PAPER_COUNTS[1]})")
+    paper, cpu = CONSISTENCY_PAPER_COUNTS, CONSISTENCY_CPU_COUNTS
+    parser.add_argument(
+        "--consistency-identities",
+        type=int,
+        help=f"identities of the TI/DS/MV protocol (default --identities, else {paper[0]}; cpu {cpu[0]})",
+    )
+    parser.add_argument(
+        "--expressions",
+        type=int,
+        help=f"animations per identity for TI and DS (default {paper[1]}; cpu {cpu[1]})",
+    )
+    parser.add_argument(
+        "--poses",
+        type=int,
+        help=f"paired cameras per identity for DS and MV (default {paper[2]}; cpu {cpu[2]})",
+    )
+    parser.add_argument(
+        "--lights", type=int, help=f"lights per identity for DS (default {paper[3]}; cpu {cpu[3]})"
+    )
+    parser.add_argument(
+        "--mv-depth-tolerance",
+        type=float,
+        default=DEFAULT_DEPTH_TOLERANCE,
+        help="MV: depth disagreement (world units) beyond which a reprojected point counts as occluded",
+    )
+    parser.add_argument(
+        "--mv-opacity",
+        type=float,
+        default=DEFAULT_SURFACE_THRESHOLD,
+        help="MV: minimum rendered opacity of a compared pixel",
+    )
     parser.add_argument("--preset", choices=("paper", "cpu"), default="paper", help="default counts")
     parser.add_argument("--truncation", type=float, default=1.0, help="truncation psi of the generator")
     parser.add_argument(
@@ -113,22 +165,40 @@ def evaluate(
     batch_size: int = 32,
     device: str = "cpu",
     progress: bool = True,
+    consistency: EvalSamples | None = None,
+    reference_samples: EvalSamples | None = None,
+    depth_tolerance: float = DEFAULT_DEPTH_TOLERANCE,
+    surface_threshold: float = DEFAULT_SURFACE_THRESHOLD,
 ) -> dict[str, dict[str, Any]]:
     """Score ``samples``; returns metric name -> {value, reliable, note, ...}.
 
     A metric the source cannot support (no labels, no reference) gets value
     NaN and a note saying why, rather than an error: a checkpoint report then
-    still shows everything else.
+    still shows everything else. TI, DS and MV are scored on ``consistency``
+    (default: ``samples``); ``reference_samples`` (a labelled dataset)
+    normalises DS and gives TI's estimator floor. ``ds`` is reported as three
+    entries, ``ds_expression``, ``ds_pose`` and ``ds_light``, in its place.
     """
     results: dict[str, dict[str, Any]] = {}
+    estimators: dict[str, tuple[Any, str | None]] = {}
+    estimate_cache: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+
+    def estimate_images(kind: str, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], str | None]:
+        # Cached per (kind, image set): DS, TI and APD may ask for the same estimates.
+        if kind not in estimators:
+            estimators[kind] = _estimator(kind, device)
+        estimator, warning = estimators[kind]
+        key = (kind, id(images))
+        if key not in estimate_cache:
+            outputs: dict[str, list[torch.Tensor]] = {}
+            for batch in batched(images, batch_size, progress, f"{kind} estimator"):
+                for name, value in estimator(batch.to(device)).items():
+                    outputs.setdefault(name, []).append(value.cpu())
+            estimate_cache[key] = {name: torch.cat(values) for name, values in outputs.items()}
+        return estimate_cache[key], warning
 
     def estimate(kind: str) -> tuple[dict[str, torch.Tensor], str | None]:
-        estimator, warning = _estimator(kind, device)
-        outputs: dict[str, list[torch.Tensor]] = {}
-        for batch in batched(samples.images, batch_size, progress, f"{kind} estimator"):
-            for key, value in estimator(batch.to(device)).items():
-                outputs.setdefault(key, []).append(value.cpu())
-        return {key: torch.cat(values) for key, values in outputs.items()}, warning
+        return estimate_images(kind, samples.images)
 
     def note_of(warning: str | None, text: str) -> str:
         return f"UNRELIABLE: {warning}. {text}" if warning else text
@@ -229,18 +299,17 @@ def evaluate(
                 "reliable": warning is None,
                 "note": note_of(warning, f"Euclidean distance of {columns} expression coefficients"),
             }
-    return {name: results[name] for name in metrics}
-
-
-def _counts(args: argparse.Namespace) -> tuple[int, int]:
-    identities, views = CPU_COUNTS if args.preset == "cpu" else PAPER_COUNTS
-    views = args.views or views
-    identities = args.identities or identities
-    if args.num_images:
-        identities = max(1, math.ceil(args.num_images / views))
-    if identities < 1 or views < 1:
-        raise ValueError("--identities and --views must be positive")
-    return identities, views
+    consistency = samples if consistency is None else consistency
+    if "ti" in metrics:
+        results["ti"] = score_ti(consistency, estimate_images, reference_samples)
+    if "ds" in metrics:
+        results.update(score_ds(consistency, estimate_images, reference_samples))
+    if "mv" in metrics:
+        results["mv"] = score_mv(
+            consistency, depth_tolerance, surface_threshold, batch_size, device, progress
+        )
+    names = [expanded for name in metrics for expanded in (DS_NAMES if name == "ds" else (name,))]
+    return {name: results[name] for name in names}
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -249,55 +318,27 @@ def run_eval(args: argparse.Namespace) -> int:
         metrics = parse_metrics(args.metrics)
         if not args.ckpt and not args.data:
             raise ValueError("pass --ckpt (with --data as FID reference) or --data")
-        identities, views = _counts(args)
+        counts(args)
+        consistency_counts(args)
     except ValueError as error:
         print(f"headforge eval: error: {error}")
         return 2
     torch.manual_seed(args.seed)
     progress = not args.no_progress
-    needs_reference = "fid" in metrics or "kid" in metrics
-    if args.ckpt:
-        generator, meta = load_generator(args.ckpt, device=args.device)
-        model = meta.get("config", {}).get("model")
-        reference = None
-        if args.data and (needs_reference or model == "nerffaceshop"):
-            reference_samples = samples_from_dataset(args.data, args.num_images, progress)
-            reference = reference_samples.images if needs_reference else None
-        if model == "eg3d":
-            samples = samples_from_eg3d(
-                generator, identities, views, args.seed, args.truncation, args.device, progress
-            )
-        elif model == "nerffaceshop":
-            if not args.data or reference_samples.sh is None:
-                print("headforge eval: error: a nerffaceshop --ckpt needs --data with SH labels (the lights)")
-                return 2
-            samples = samples_from_nerffaceshop(
-                generator,
-                reference_samples.sh,
-                identities,
-                views,
-                args.seed,
-                args.truncation,
-                args.device,
-                progress,
-            )
+    try:
+        if args.ckpt:
+            generator, meta = load_generator(args.ckpt, device=args.device)
+            model = meta.get("config", {}).get("model")
+            sources = generator_sources(generator, model, args, metrics, progress)
         else:
-            print(f"headforge eval: error: --ckpt of model {model!r} is not supported (eg3d, nerffaceshop)")
-            return 2
-        samples.source["ckpt"] = str(args.ckpt)
-        if args.data:
-            samples.source["data"] = str(args.data)
-    else:
-        samples = samples_from_dataset(args.data, args.num_images, progress)
-        reference = None
-        if needs_reference:
-            reference_path = args.reference or args.data
-            reference = samples_from_dataset(reference_path, args.num_images, progress).images
-            samples.source["reference"] = str(reference_path)
+            sources = dataset_sources(args, metrics, progress)
+    except ValueError as error:
+        print(f"headforge eval: error: {error}")
+        return 2
     results = evaluate(
-        samples,
+        sources.samples,
         metrics,
-        reference,
+        sources.reference_images,
         args.seed,
         args.inception,
         args.kid_subsets,
@@ -305,8 +346,13 @@ def run_eval(args: argparse.Namespace) -> int:
         args.batch,
         args.device,
         progress,
+        consistency=sources.consistency,
+        reference_samples=sources.reference_samples,
+        depth_tolerance=args.mv_depth_tolerance,
+        surface_threshold=args.mv_opacity,
     )
-    report = {"source": {**samples.source, "seed": args.seed}, "metrics": results}
+    legend = {name: METRICS[name.split("_")[0]] for name in results}  # ds_pose -> the ds line
+    report = {"source": {**sources.samples.source, "seed": args.seed}, "metrics": results, "legend": legend}
     json_path, markdown_path = write_report(report, Path(args.out))
     for name, entry in results.items():
         flag = "" if entry.get("reliable", True) else "  (unreliable)"

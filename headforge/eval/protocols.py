@@ -19,6 +19,30 @@ images and the metrics below compare requested with estimated values
   pairs of images of the same identity (all pairs within each identity).
 - AED (Next3D §4.1, 3DFaceShop §5.4): mean over images of the Euclidean
   distance between requested and estimated expression coefficients.
+
+Consistency metrics (formulas in ``headforge.eval.consistency`` and
+``headforge.eval.reprojection``; generator protocols in
+``headforge.eval.consistency_protocols``):
+
+- TI (NeRFFaceShop §V-D): per shape group (one identity under many
+  animations: a generator's animation latents, a dataset's identity / clip),
+  the population std of each estimated shape coefficient over the group,
+  averaged over coefficients; mean over groups. Reported with the std over
+  all images (different identities mixed: the chance level) and, with a
+  reference dataset, TI of that dataset grouped by identity (its shape is
+  constant per identity: the estimator's noise floor).
+- DS (3DFaceShop §5.4.3, eq. 25): for i in expression, pose, light and groups
+  of images where only i changes, sigma^(i)_k = mean over groups of the
+  population variance within the group of the estimated k (expression
+  coefficients; head yaw, pitch, roll; the 27 SH coefficients), mean over
+  k's coefficients, divided by k's variance over the reference images (the
+  samples themselves without one); DS_i = prod_{j != i} sigma^(i)_i / sigma^(i)_j.
+- MV: pairs of views of one scene (datasets: 3 to 25 degrees apart); view A's surface
+  pixels are moved into view B through A's depth, occluded ones dropped (B's
+  depth disagrees by more than 0.03 world units), and the colour compared with
+  B's image sampled there: mean absolute error on the [0, 1] scale (both
+  directions of every pair averaged), the PSNR of those pixels and the
+  fraction of A's surface pixels that were compared.
 """
 
 from __future__ import annotations
@@ -33,7 +57,9 @@ from tqdm import tqdm
 from headforge.apps.generate import camera_labels, frontal_label, latent_for_seed, render_seed
 from headforge.cameras import sample_ffhq_poses
 from headforge.data.dataset import HeadDataset
+from headforge.eval.consistency import dataset_attribute_groups, view_pairs
 from headforge.eval.estimators.targets import head_pose_angles
+from headforge.eval.reprojection import erode_mask
 from headforge.models.nerffaceshop_controls import HeadControls
 
 __all__ = [
@@ -62,6 +88,9 @@ METRICS: dict[str, str] = {
     "ls": "lighting stability: std of the estimated SH over images sharing one requested light",
     "id": "identity consistency: mean cosine similarity of identity embeddings within an identity",
     "aed": "average expression distance: Euclidean, requested vs estimated expression coefficients",
+    "ti": "temporal inconsistency: std of the estimated shape over an identity's animations (lower: better)",
+    "ds": "disentanglement score per attribute (expression, pose, light): variance ratios (higher is better)",
+    "mv": "multi-view consistency: colour error of view pairs reprojected through depth, [0, 1] scale",
 }
 
 #: head-model pose vector length (axis-angle joints, ``headforge.heads.base.POSE_SLICES``).
@@ -95,6 +124,13 @@ class EvalSamples:
         identity: (N,) int64 identity group ids, or None.
         light_group: (N,) int64 ids of images sharing one requested light, or None.
         source: free-form description for the report.
+        shape_group: (N,) int64 ids of images whose shape must not change (TI), -1: none; or None.
+        attribute_groups: "expression" / "pose" / "light" -> (N,) int64 ids of groups where only
+            that attribute changes (DS), -1: none.
+        cameras: (N, 25) camera labels, or None.
+        depth: (N, 1, h, w) camera-space z, world units (MV), or None.
+        surface: (N, 1, h, w) opacity in [0, 1] or a {0, 1} surface mask (MV), or None.
+        view_pairs: (P, 2) int64 indices of two views of one scene (MV), or None.
     """
 
     images: Tensor
@@ -104,6 +140,12 @@ class EvalSamples:
     identity: Tensor | None = None
     light_group: Tensor | None = None
     source: dict = field(default_factory=dict)
+    shape_group: Tensor | None = None
+    attribute_groups: dict[str, Tensor] = field(default_factory=dict)
+    cameras: Tensor | None = None
+    depth: Tensor | None = None
+    surface: Tensor | None = None
+    view_pairs: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -114,18 +156,36 @@ def group_ids_of_rows(values: Tensor) -> Tensor:
     return torch.unique(values.reshape(values.shape[0], -1), dim=0, return_inverse=True)[1]
 
 
-def samples_from_dataset(path: str, max_images: int | None = None, progress: bool = True) -> EvalSamples:
+#: accepted optical-axis angle between two dataset views paired for MV, degrees.
+DATASET_PAIR_DEGREES = (3.0, 25.0)
+
+
+def samples_from_dataset(
+    path: str, max_images: int | None = None, progress: bool = True, with_depth: bool = False
+) -> EvalSamples:
     """The first ``max_images`` images of a dataset with the labels it has.
 
     Requested pose is the head pose relative to the camera of the labels
     (``head_pose_angles``, needs ``params['pose']``); light groups are images
-    with bit-identical SH labels.
+    with bit-identical SH labels. Consistency groups: shape groups (TI) are
+    the identity ids, split by clip where the dataset has clips (or the clips
+    alone); DS groups come from :func:`dataset_attribute_groups`. With
+    ``with_depth`` and depth maps in the dataset, ``depth`` and ``surface``
+    (depth > 0, eroded by one pixel: silhouette pixels mix in the background)
+    are read and ``view_pairs`` holds every pair of views of one identity,
+    expression, head pose and light whose cameras are ``DATASET_PAIR_DEGREES``
+    apart.
     """
-    dataset = HeadDataset(path, max_items=max_images)
+    # A cheap unchecked open tells whether depth maps exist (asking for absent maps is an error).
+    depth_kind = ()
+    if with_depth and "depth" in HeadDataset(path, max_items=max_images, check=False).map_kinds:
+        depth_kind = ("depth",)
+    dataset = HeadDataset(path, max_items=max_images, maps=depth_kind)
     items = [dataset[index] for index in tqdm(range(len(dataset)), desc="read", disable=not progress)]
     samples = EvalSamples(
         torch.stack([item["image"] for item in items]),
         source={"kind": "dataset", "path": str(path), "images": len(dataset)},
+        cameras=dataset.labels_tensor(),
     )
     if dataset.has_sh:
         samples.sh = torch.stack([item["sh"] for item in items])
@@ -138,6 +198,27 @@ def samples_from_dataset(path: str, max_images: int | None = None, progress: boo
             samples.expression = dataset.params_tensor("expression")
     if dataset.has_identities:
         samples.identity = torch.stack([item["identity"] for item in items])
+    columns = []
+    if dataset.has_identities:
+        columns.append(samples.identity)
+    if dataset.has_clips:
+        columns.append(torch.stack([item["clip"] for item in items]))
+    if columns:
+        samples.shape_group = group_ids_of_rows(torch.stack(columns, dim=1))
+    if dataset.has_params and {"pose", "expression"} <= set(names) and samples.sh is not None:
+        identity = samples.identity
+        if identity is None:
+            identity = torch.zeros(len(items), dtype=torch.int64)
+        expression, pose = dataset.params_tensor("expression"), dataset.params_tensor("pose")
+        samples.attribute_groups = dataset_attribute_groups(
+            identity, samples.cameras, samples.sh, expression, pose
+        )
+    if depth_kind:
+        samples.depth = torch.stack([item["depth"] for item in items])
+        samples.surface = erode_mask((samples.depth > 0).float())
+        scene = samples.attribute_groups.get("pose")
+        if scene is not None:
+            samples.view_pairs = view_pairs(samples.cameras, scene, *DATASET_PAIR_DEGREES)
     return samples
 
 

@@ -17,7 +17,10 @@ def _format(value: Any) -> str:
 
 
 def markdown_table(report: dict[str, Any]) -> str:
-    """One row per metric: value, reliable or not, note (estimator warnings, what was compared)."""
+    """One row per metric: value, reliable or not, note (estimator warnings, what was compared).
+
+    An optional ``report["legend"]`` (metric -> one line) is listed under the table.
+    """
     lines = [
         "# headforge eval",
         "",
@@ -31,6 +34,10 @@ def markdown_table(report: dict[str, Any]) -> str:
         reliable = "yes" if entry.get("reliable", True) else "**no**"
         note = str(entry.get("note", "")).replace("|", "/")
         lines.append(f"| {name} | {_format(value)} | {reliable} | {note} |")
+    legend = report.get("legend", {})
+    if legend:
+        lines += ["", "## Legend", ""]
+        lines += [f"- **{name}**: {text}" for name, text in legend.items()]
     return "\n".join(lines) + "\n"
 
 
