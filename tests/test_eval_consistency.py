@@ -245,3 +245,18 @@ def test_studio_multiview_is_consistent(multiview: Path) -> None:
     assert math.isfinite(results["ti"]["value"]) and results["ti"]["groups"] == 1
     assert math.isfinite(results["ds_pose"]["value"]) and results["ds_pose"]["groups"] == 1
     assert math.isnan(results["ds_light"]["value"]) and "light changes" in results["ds_light"]["note"]
+
+
+def test_aed_on_landmark_offsets_is_in_millimetres() -> None:
+    from headforge.eval.estimators.targets import MOUTH_LANDMARKS, UNITS_PER_MM
+    from headforge.eval.protocols import landmark_offset_distance
+
+    requested = torch.randn(5, 68, 3, generator=torch.Generator().manual_seed(0)) * UNITS_PER_MM
+    shift = torch.zeros(68, 3)
+    shift[:, 0] = 3 * UNITS_PER_MM  # every landmark 3 mm off along x
+    assert landmark_offset_distance(requested, requested) == 0.0
+    assert abs(landmark_offset_distance(requested, requested + shift) - 3.0) < 1e-5  # float32 inputs
+    mouth_only = torch.zeros(68, 3)
+    mouth_only[MOUTH_LANDMARKS, 1] = 2 * UNITS_PER_MM  # 20 of 68 landmarks 2 mm off
+    assert abs(landmark_offset_distance(requested, requested + mouth_only, MOUTH_LANDMARKS) - 2.0) < 1e-5
+    assert abs(landmark_offset_distance(requested, requested + mouth_only) - 2.0 * 20 / 68) < 1e-5

@@ -32,6 +32,7 @@ import torch
 from headforge.apps.loading import load_generator
 from headforge.eval.consistency_scores import DS_NAMES, score_ds, score_mv, score_ti
 from headforge.eval.estimators.api import EstimatorQualityWarning, load_estimator
+from headforge.eval.estimators.targets import MOUTH_LANDMARKS, expression_offsets
 from headforge.eval.features import HeadforgeFeatureNet
 from headforge.eval.frechet import frechet_distance_from_features
 from headforge.eval.inception import InceptionV3Features
@@ -42,6 +43,7 @@ from headforge.eval.protocols import (
     batched,
     expression_distance,
     identity_consistency,
+    landmark_offset_distance,
     lighting_error,
     lighting_stability,
     parse_metrics,
@@ -292,12 +294,25 @@ def evaluate(
             results["aed"] = _missing("the source has no requested expression coefficients")
         else:
             outputs, warning = estimate("expression")
-            estimated = outputs["expression"]
-            columns = min(estimated.shape[1], samples.expression.shape[1])
+            # Coefficients are compared through what they do (landmark offsets): see protocols.py.
+            jaw = samples.jaw if samples.jaw is not None else torch.zeros(len(samples), 3)
+            requested = expression_offsets(samples.expression, jaw)
+            estimated = outputs["expression_offsets"]
+            no_motion = torch.zeros_like(requested)
+            columns = min(outputs["expression"].shape[1], samples.expression.shape[1])
             results["aed"] = {
-                "value": expression_distance(samples.expression[:, :columns], estimated[:, :columns]),
+                "value": landmark_offset_distance(requested, estimated),
+                "aed_mouth": landmark_offset_distance(requested, estimated, MOUTH_LANDMARKS),
+                "no_motion_baseline": landmark_offset_distance(requested, no_motion),
+                "aed_coefficients": expression_distance(
+                    samples.expression[:, :columns], outputs["expression"][:, :columns]
+                ),
                 "reliable": warning is None,
-                "note": note_of(warning, f"Euclidean distance of {columns} expression coefficients"),
+                "note": note_of(
+                    warning,
+                    "mm per landmark, expression-induced offsets of the 68 landmarks (mean identity); "
+                    f"answering 'neutral': {landmark_offset_distance(requested, no_motion):.3g} mm",
+                ),
             }
     consistency = samples if consistency is None else consistency
     if "ti" in metrics:

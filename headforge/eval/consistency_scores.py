@@ -94,12 +94,16 @@ def score_ti(
 def attribute_estimates(
     samples: EvalSamples, estimate: Estimate
 ) -> tuple[dict[str, Tensor], list[str | None]]:
-    """Estimated DS attributes of every image: expression (N, 35), pose (N, 3) radians, light (N, 27)."""
+    """Estimated DS attributes of every image: expression (N, 204), pose (N, 3) radians, light (N, 27).
+
+    The expression is read as its landmark offsets (68 x 3, head-model units), the
+    identifiable form of the coefficients (docs/estimators.md).
+    """
     expression, expression_warning = estimate("expression", samples.images)
     pose, pose_warning = estimate("pose", samples.images)
     light, light_warning = estimate("lighting", samples.images)
     values = {
-        "expression": expression["expression"],
+        "expression": expression["expression_offsets"].flatten(1),
         "pose": torch.stack([pose["yaw"], pose["pitch"], pose["roll"]], dim=1),
         "light": light["sh"].reshape(len(samples), -1),
     }

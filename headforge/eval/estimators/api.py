@@ -6,7 +6,8 @@ also a fixed face crop cut from the image as given, see ``networks``):
 
 | kind | outputs |
 |---|---|
-| ``expression`` | ``expression`` (B, n_expr) head-model coefficients, ``jaw`` (B, 3) axis-angle rad |
+| ``expression`` | ``expression_offsets`` (B, 68, 3) landmark offsets (``targets.expression_offsets``, |
+| | head-model units, 0.002 per mm); ``expression`` (B, n_expr) coefficients; ``jaw`` (B, 3) rad |
 | ``pose`` | ``yaw``, ``pitch``, ``roll`` (B,) radians, head relative to camera (``targets`` module) |
 | ``lighting`` | ``sh`` (B, 9, 3) world-space SH of incident radiance (docs/architecture.md basis) |
 | ``shape`` | ``shape`` (B, n_shape) procedural-head coefficients |
@@ -43,7 +44,7 @@ MANIFEST_NAME = "manifest.json"
 
 #: kind -> network heads it needs.
 ESTIMATOR_KINDS: dict[str, tuple[str, ...]] = {
-    "expression": ("expression", "jaw"),
+    "expression": ("expression_offsets", "expression", "jaw"),
     "pose": ("pose",),
     "lighting": ("sh",),
     "shape": ("shape",),
@@ -71,10 +72,12 @@ def shipped_quality(kind: str, asset_dir: Path = ASSET_DIR) -> tuple[bool, str]:
     Read from the manifest's ``heldout_accuracy`` (held-out images at the
     resolution they were rendered) and, when recorded, ``heldout_accuracy_64px``
     (the same images reduced to 64 px): the kind passes only if it passes on
-    both, since callers feed either. Bars: expression and jaw opening
-    R^2 > 0.1 (``expression``); shape R^2 > 0.1; geodesic pose error below
-    half the mean predictor's; SH irradiance error below 0.75 x the mean
-    predictor's; identity pair AUC > 0.6.
+    both, since callers feed either. Bars: expression landmark offsets
+    R^2 > 0.3 (``expression``; the raw coefficients and the jaw opening are
+    reported but do not gate: they are not identifiable from an image);
+    shape R^2 > 0.1; geodesic pose error below half the mean predictor's;
+    SH irradiance error below 0.75 x the mean predictor's; identity pair
+    AUC > 0.6.
 
     Returns:
         (passes, one-line summary of the figures; the 64 px one after " | 64 px: ").
@@ -95,8 +98,14 @@ def shipped_quality(kind: str, asset_dir: Path = ASSET_DIR) -> tuple[bool, str]:
 def _passes_bar(kind: str, figures: dict) -> tuple[bool, str]:
     """One set of held-out figures of ``kind`` against its bar (``shipped_quality``)."""
     if kind == "expression":
-        r2, jaw_r2 = figures["expression"]["r2"], figures["jaw"]["opening_x"]["r2"]
-        return r2 > 0.1 and jaw_r2 > 0.1, f"held-out R^2 expression {r2:.3f}, jaw opening {jaw_r2:.3f}"
+        if "expression_offsets" not in figures:
+            return False, "no held-out accuracy of the expression landmark offsets recorded"
+        r2 = figures["expression_offsets"]["r2"]
+        coefficients_r2, jaw_r2 = figures["expression"]["r2"], figures["jaw"]["opening_x"]["r2"]
+        return r2 > 0.3, (
+            f"held-out R^2 landmark offsets {r2:.3f} (coefficients {coefficients_r2:.3f}, "
+            f"jaw opening {jaw_r2:.3f}, not gating)"
+        )
     if kind == "shape":
         return figures["r2"] > 0.1, f"held-out R^2 {figures['r2']:.3f}"
     if kind == "pose":
@@ -163,7 +172,8 @@ class Estimator:
             raise ValueError(f"expected images (B, 3, H, W), got shape {tuple(images.shape)}")
         outputs = self.network(images.to(self.device, torch.float32))
         if self.kind == "expression":
-            return {"expression": outputs["expression"], "jaw": outputs["jaw"]}
+            offsets = outputs["expression_offsets"].reshape(len(images), -1, 3)
+            return {"expression_offsets": offsets, "expression": outputs["expression"], "jaw": outputs["jaw"]}
         if self.kind == "pose":
             yaw, pitch, roll = outputs["pose"].unbind(dim=1)
             return {"yaw": yaw, "pitch": pitch, "roll": roll}

@@ -8,9 +8,9 @@ Argparse spec (wired by ``headforge/cli.py``)::
         [--data-resolution PX] [--no-face-crop] [--threads N] [--device cpu|cuda]
 
 ``--data``: studio datasets for the attribute network (expression, jaw,
-pose, SH, shape). ``--identity-data``: multi-view studio datasets for the
-identity embedding (default: ``--data``; identities with fewer than 4
-images are skipped). ``--heldout``: a studio dataset of held-out identities
+expression landmark offsets, pose, SH, shape). ``--identity-data``:
+multi-view studio datasets for the identity embedding (default: ``--data``;
+identities with fewer than 4 images are skipped). ``--heldout``: a studio dataset of held-out identities
 (``--preset benchmark``) on which the accuracy figures of the manifest are
 measured. ``--kinds``: which networks to train. The output folder receives
 ``attributes.safetensors``, ``identity.safetensors`` and ``manifest.json``
@@ -37,7 +37,13 @@ import torch
 
 from headforge.eval.estimators.api import ESTIMATOR_KINDS, MANIFEST_NAME
 from headforge.eval.estimators.identity import verification_metrics
-from headforge.eval.estimators.metrics import pose_report, r2_per_component, regression_report, sh_report
+from headforge.eval.estimators.metrics import (
+    offsets_report,
+    pose_report,
+    r2_per_component,
+    regression_report,
+    sh_report,
+)
 from headforge.eval.estimators.networks import EstimatorNetwork, resize_for_estimator
 from headforge.eval.estimators.training import (
     ATTRIBUTE_TARGETS,
@@ -117,8 +123,14 @@ def evaluate_attributes(network: EstimatorNetwork, data: EstimatorData) -> dict[
     expression["r2_by_component"] = {
         str(name): value for name, value in zip(names, per_component, strict=True)
     }
+    offsets = outputs["expression_offsets"].reshape(len(data), -1, 3)
     return {
         "expression": expression,
+        "expression_offsets": offsets_report(
+            offsets,
+            targets["expression_offsets"].reshape(offsets.shape),
+            network.target_mean("expression_offsets").reshape(offsets.shape[1:]),
+        ),
         "jaw": {
             **regression_report(outputs["jaw"], targets["jaw"], network.target_mean("jaw")),
             "opening_x": jaw_opening,
@@ -236,7 +248,11 @@ def run_train_estimators(args: argparse.Namespace) -> dict[str, Any]:
 
         def figures_of(kind: str, figures: dict[str, Any]) -> dict[str, Any]:
             if kind == "expression":
-                return {"expression": figures["expression"], "jaw": figures["jaw"]}
+                return {
+                    "expression_offsets": figures["expression_offsets"],
+                    "expression": figures["expression"],
+                    "jaw": figures["jaw"],
+                }
             return figures[kind]
 
         for kind in ("expression", "pose", "lighting", "shape"):

@@ -21,6 +21,27 @@ subject's left / image right, +y up, +z out of the face), all radians:
 - roll > 0: the top of the head tilts towards image left (right-handed about +z).
 
 Translation is ignored: the angles describe orientation only.
+
+Expression-induced landmark offsets
+-----------------------------------
+The 35 expression coefficients are not identifiable from an image (``smile``
+overlaps ``smile_left`` + ``smile_right``, the ``jaw_open`` component overlaps
+the jaw joint, ...), so the expression estimator also regresses what the image
+shows: the displacement of the 68 iBUG landmarks caused by the expression and
+the jaw, on the *mean* identity,
+
+    offsets(e, jaw) = L(shape=0, expression=e, pose=[0, 0, jaw, 0, 0])[:68]
+                    - L(shape=0, expression=0, pose=0)[:68]
+
+(``L`` the head model's landmarks, ``POSE_SLICES`` layout: global, neck and
+eye rotations zero, only the jaw joint set). The result is (B, 68, 3) in the
+head model's world units (+x the subject's left, +y up, +z out of the face;
+about 0.002 units per millimetre for the procedural head, so 1 mm = 0.002).
+It is identity- and head-pose-free by construction, linear in ``e`` when the
+jaw is zero (linear blendshapes, no pose correctives at zero pose) and
+identical for coefficient combinations that produce the same surface. The two
+iris centres (landmarks 68, 69) are left out: they follow the gaze, not the
+expression.
 """
 
 from __future__ import annotations
@@ -28,7 +49,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from headforge.heads.base import POSE_SLICES
+from headforge.heads.base import POSE_SLICES, HeadModel
 from headforge.heads.lbs import rodrigues
 
 __all__ = [
@@ -36,7 +57,34 @@ __all__ = [
     "rotation_to_yaw_pitch_roll",
     "yaw_pitch_roll_to_rotation",
     "head_pose_angles",
+    "expression_offsets",
+    "N_OFFSET_LANDMARKS",
+    "MOUTH_LANDMARKS",
+    "LANDMARK_REGIONS",
+    "UNITS_PER_MM",
 ]
+
+#: Landmarks of ``expression_offsets``: the 68 iBUG points (iris centres excluded).
+N_OFFSET_LANDMARKS = 68
+#: The 20 mouth landmarks (48-59 outer lips, 60-67 inner lips), iBUG 0-based order.
+MOUTH_LANDMARKS = slice(48, 68)
+#: Landmark groups of the per-region offsets figures (iBUG 0-based; corners = outer + inner lip corners).
+LANDMARK_REGIONS: dict[str, tuple[int, ...]] = {
+    "jaw_contour": tuple(range(0, 17)),
+    "brows": tuple(range(17, 27)),
+    "nose": tuple(range(27, 36)),
+    "eyes": tuple(range(36, 48)),
+    "outer_lips": tuple(range(48, 60)),
+    "inner_lips": tuple(range(60, 68)),
+    "mouth_corners": (48, 54, 60, 64),
+}
+#: Head-model world units per millimetre (docs/head_model.md: about 0.002 units per mm).
+UNITS_PER_MM = 0.002
+
+# Default model per device: building the procedural head costs ~2 s, its buffers ~10 MB.
+_DEFAULT_MODELS: dict[str, HeadModel] = {}
+# Offsets are computed in chunks so the (chunk, V, 3) vertex arrays stay ~60 MB.
+_CHUNK = 256
 
 
 def head_rotation_relative_to_camera(camera_labels: Tensor, pose: Tensor) -> Tensor:
@@ -91,3 +139,53 @@ def yaw_pitch_roll_to_rotation(angles: Tensor) -> Tensor:
 def head_pose_angles(camera_labels: Tensor, pose: Tensor) -> Tensor:
     """Head yaw, pitch, roll relative to the camera, (B, 3) radians (module docstring)."""
     return rotation_to_yaw_pitch_roll(head_rotation_relative_to_camera(camera_labels, pose))
+
+
+def _default_model(device: torch.device) -> HeadModel:
+    key = str(device)
+    if key not in _DEFAULT_MODELS:
+        from headforge.data.studio.runner import default_head_model
+
+        _DEFAULT_MODELS[key] = default_head_model().to(device)
+    return _DEFAULT_MODELS[key]
+
+
+def expression_offsets(expression: Tensor, jaw: Tensor, model: HeadModel | None = None) -> Tensor:
+    """Expression-induced displacement of the 68 landmarks on the mean identity (module docstring).
+
+    Args:
+        expression: (B, E) expression coefficients of ``model`` (E = 35 for the procedural head).
+        jaw: (B, 3) jaw joint axis-angle, radians (``pose[:, POSE_SLICES["jaw"]]``).
+        model: the head model; ``None`` uses the studio's procedural head
+            (``default_head_model``), built once per device and cached.
+
+    Returns:
+        (B, 68, 3) float32 on ``expression``'s device, head-model world units
+        (procedural head: ``UNITS_PER_MM`` = 0.002 units per mm): landmarks of
+        (shape 0, expression ``expression``, pose zero except the jaw) minus
+        those of (shape 0, expression 0, pose 0).
+    """
+    if expression.dim() != 2 or jaw.dim() != 2 or jaw.shape[1] != 3 or len(jaw) != len(expression):
+        raise ValueError(
+            f"expected expression (B, E) and jaw (B, 3), got {tuple(expression.shape)} and {tuple(jaw.shape)}"
+        )
+    device = expression.device
+    if model is None:
+        model = _default_model(device)
+    if not model.has_landmarks:
+        raise ValueError("expression_offsets needs a head model with a landmark embedding")
+    model_device = model.device
+    expression = expression.to(model_device, torch.float32)
+    jaw = jaw.to(model_device, torch.float32)
+    with torch.no_grad():
+        neutral_landmarks = model(**model.zero_params(1)).landmarks[:, :N_OFFSET_LANDMARKS]
+        chunks = []
+        for start in range(0, len(expression), _CHUNK):
+            coefficients = expression[start : start + _CHUNK]
+            pose = model.zero_params(len(coefficients))["pose"]
+            pose[:, POSE_SLICES["jaw"]] = jaw[start : start + _CHUNK]
+            landmarks = model(expression=coefficients, pose=pose).landmarks[:, :N_OFFSET_LANDMARKS]
+            chunks.append(landmarks - neutral_landmarks)
+    if not chunks:
+        return torch.zeros(0, N_OFFSET_LANDMARKS, 3, device=device)
+    return torch.cat(chunks).to(device, torch.float32)

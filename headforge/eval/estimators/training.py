@@ -3,7 +3,10 @@
 Two networks are trained:
 
 - the *attribute* network: one backbone with heads ``expression``, ``jaw``,
-  ``pose`` (head yaw/pitch/roll relative to the camera, see
+  ``expression_offsets`` (the expression-induced displacement of the 68
+  landmarks on the mean identity, 68 x 3 flattened, head-model units; see
+  ``targets.expression_offsets``: unlike the coefficients it is identifiable
+  from an image), ``pose`` (head yaw/pitch/roll relative to the camera, see
   ``headforge.eval.estimators.targets``), ``sh`` (27 = 9 x 3) and ``shape``,
   trained jointly with the sum of per-head mean squared errors on targets
   standardised by the training-set statistics (so every head weighs alike);
@@ -45,7 +48,7 @@ from headforge.eval.estimators.networks import (
     crop_face_region,
     resize_for_estimator,
 )
-from headforge.eval.estimators.targets import head_pose_angles
+from headforge.eval.estimators.targets import expression_offsets, head_pose_angles
 from headforge.heads.base import POSE_SLICES
 
 __all__ = [
@@ -61,7 +64,7 @@ __all__ = [
 ]
 
 #: Heads of the attribute network, in training order.
-ATTRIBUTE_TARGETS = ("expression", "jaw", "pose", "sh", "shape")
+ATTRIBUTE_TARGETS = ("expression", "jaw", "expression_offsets", "pose", "sh", "shape")
 
 #: Face region of an EG3D-aligned image, (x0, y0, size) as fractions of the side: eyebrows to
 #: chin and cheek to cheek of a frontal studio head, with room for the studio's yaw / pitch spread
@@ -83,6 +86,8 @@ class EstimatorData:
     Attributes:
         images: (N, 3, R, R) float32 in [-1, 1].
         targets: ``expression`` (N, n_expr), ``jaw`` (N, 3) axis-angle radians,
+            ``expression_offsets`` (N, 204): ``targets.expression_offsets`` flattened
+            (68 landmarks x xyz, head-model world units),
             ``pose`` (N, 3) head yaw/pitch/roll radians, ``sh`` (N, 27), ``shape`` (N, n_shape).
         identities: (N,) int64 identity ids, or ``None`` when the dataset has none.
         sources: the dataset folders, for the manifest.
@@ -118,9 +123,12 @@ def _load_one(path: Path, resolution: int) -> EstimatorData:
         if dataset.has_identities:
             identities.append(int(item["identity"]))
     pose = dataset.params_tensor("pose")
+    expression = dataset.params_tensor("expression")
+    jaw = pose[:, POSE_SLICES["jaw"]].clone()
     targets = {
-        "expression": dataset.params_tensor("expression"),
-        "jaw": pose[:, POSE_SLICES["jaw"]].clone(),
+        "expression": expression,
+        "jaw": jaw,
+        "expression_offsets": expression_offsets(expression, jaw).reshape(len(dataset), -1),
         "pose": head_pose_angles(dataset.labels_tensor().double(), pose.double()).float(),
         "sh": torch.stack(sh).reshape(len(dataset), 27),
         "shape": dataset.params_tensor("shape"),
@@ -223,7 +231,7 @@ def train_attribute_network(
     low_res_crop_fraction: float = 0.3,
     log: Logger = print,
 ) -> EstimatorNetwork:
-    """Train the joint expression / jaw / pose / SH / shape regressor.
+    """Train the joint expression / jaw / expression-offsets / pose / SH / shape regressor.
 
     Args:
         data: training data (targets of ``ATTRIBUTE_TARGETS``); its device is used.
