@@ -90,3 +90,32 @@ def test_missing_model_is_reported(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="absent"):
         run_demo(tmp_path / "demo", checkpoint=tmp_path / "absent.safetensors")
     assert SHIPPED_MODEL.name == "nerffaceshop-small"
+
+
+def test_shipped_model_loads_renders_and_records_its_training() -> None:
+    from headforge.apps.loading import load_generator
+    from headforge.training.checkpoint import read_checkpoint_meta
+    from headforge.training.export import EXPORT_KIND
+
+    weights = SHIPPED_MODEL.with_suffix(".safetensors")
+    assert weights.stat().st_size < 25 * 2**20
+    meta = read_checkpoint_meta(SHIPPED_MODEL)
+    assert meta["kind"] == EXPORT_KIND and meta["kimg"] > 0
+    assert "headforge train --model nerffaceshop --preset small" in meta["note"]["training_command"]
+    generator, _ = load_generator(SHIPPED_MODEL)
+    assert generator.config.output_resolution == 64
+    with torch.no_grad():
+        image = run_controls_once(generator)
+    assert image.shape == (1, 3, 64, 64) and torch.isfinite(image).all()
+
+
+def run_controls_once(generator: NeRFFaceShopGenerator) -> torch.Tensor:
+    from headforge.apps.generate import frontal_label, latent_for_seed
+    from headforge.models.nerffaceshop_controls import HeadControls
+
+    controls = HeadControls(generator)
+    z = latent_for_seed(0, generator.config.z_dim, "cpu")
+    cache = controls.build(
+        z, frontal_label(1, "cpu"), torch.zeros(1, generator.config.motion_dim), demo_lights(1), 0.7
+    )
+    return controls.render(cache, frontal_label(1, "cpu"))["image"]
