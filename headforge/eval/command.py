@@ -298,12 +298,12 @@ def evaluate(
             jaw = samples.jaw if samples.jaw is not None else torch.zeros(len(samples), 3)
             requested = expression_offsets(samples.expression, jaw)
             estimated = outputs["expression_offsets"]
-            no_motion = torch.zeros_like(requested)
+            no_motion = landmark_offset_distance(requested, torch.zeros_like(requested))
             columns = min(outputs["expression"].shape[1], samples.expression.shape[1])
             results["aed"] = {
                 "value": landmark_offset_distance(requested, estimated),
                 "aed_mouth": landmark_offset_distance(requested, estimated, MOUTH_LANDMARKS),
-                "no_motion_baseline": landmark_offset_distance(requested, no_motion),
+                "no_motion_baseline": no_motion,
                 "aed_coefficients": expression_distance(
                     samples.expression[:, :columns], outputs["expression"][:, :columns]
                 ),
@@ -311,7 +311,7 @@ def evaluate(
                 "note": note_of(
                     warning,
                     "mm per landmark, expression-induced offsets of the 68 landmarks (mean identity); "
-                    f"answering 'neutral': {landmark_offset_distance(requested, no_motion):.3g} mm",
+                    f"answering 'neutral': {no_motion:.3g} mm",
                 ),
             }
     consistency = samples if consistency is None else consistency

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from headforge.apps.generate import camera_labels, frontal_label, latent_for_seed, render_seed
 from headforge.cameras import sample_ffhq_poses
 from headforge.eval.estimators.targets import head_pose_angles
-from headforge.eval.protocols import POSE_DIM, EvalSamples
+from headforge.eval.protocols import POSE_DIM, EvalSamples, check_light_pool
 from headforge.models.nerffaceshop_controls import HeadCache, HeadControls
 
 __all__ = [
@@ -133,8 +133,7 @@ def consistency_samples_from_nerffaceshop(
     """
     if expressions < 1 or light_count < 1 or views < 0:
         raise ValueError("need expressions >= 1, lights >= 1 and views >= 0")
-    if lights.ndim != 3 or lights.shape[1:] != (9, 3) or lights.shape[0] == 0:
-        raise ValueError(f"expected a pool of lights (L, 9, 3), got {tuple(lights.shape)}")
+    check_light_pool(lights)
     controls = HeadControls(generator, noise_mode="const")
     per_identity = expressions + light_count - 1 + views
     parts: list[dict[str, Tensor]] = []

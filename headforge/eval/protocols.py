@@ -75,6 +75,7 @@ __all__ = [
     "METRICS",
     "EvalSamples",
     "batched",
+    "check_light_pool",
     "expression_distance",
     "landmark_offset_distance",
     "group_ids_of_rows",
@@ -271,6 +272,12 @@ def samples_from_eg3d(
     return EvalSamples(torch.cat(images), pose=torch.cat(poses), identity=identity, source=source)
 
 
+def check_light_pool(lights: Tensor) -> None:
+    """Raise ValueError unless ``lights`` is a non-empty pool of SH lights (L, 9, 3)."""
+    if lights.ndim != 3 or lights.shape[1:] != (9, 3) or lights.shape[0] == 0:
+        raise ValueError(f"expected a pool of lights (L, 9, 3), got {tuple(lights.shape)}")
+
+
 @torch.no_grad()
 def samples_from_nerffaceshop(
     generator: torch.nn.Module,
@@ -293,8 +300,7 @@ def samples_from_nerffaceshop(
     The requested head pose is an unposed head seen from the camera (m moves
     the face, not the head).
     """
-    if lights.ndim != 3 or lights.shape[1:] != (9, 3) or lights.shape[0] == 0:
-        raise ValueError(f"expected a pool of lights (L, 9, 3), got {tuple(lights.shape)}")
+    check_light_pool(lights)
     controls = HeadControls(generator, noise_mode="const")
     motion_dim = generator.config.motion_dim
     images, poses, shs = [], [], []
