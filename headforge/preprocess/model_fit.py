@@ -33,7 +33,7 @@ from headforge.preprocess.pose_fit import (
     CameraFit,
     _camera_outputs,
     fit_camera,
-    one_thread,
+    minimize_lbfgs,
     project_with_world2cam,
 )
 
@@ -196,7 +196,6 @@ def fit_head_model(
     translation = start.translation.to(f64).clone().requires_grad_(True)
     log_focal = start.focal.to(f64).log().clone().requires_grad_(True)
     variables = [shape, expression, jaw, eyes, rotation, translation, log_focal]
-    optimiser = torch.optim.LBFGS(variables, lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
     p = priors
 
     def objective() -> Tensor:
@@ -217,14 +216,7 @@ def fit_head_model(
                 loss = loss + ((values[1:] - values[:-1]) / std).pow(2).sum()
         return loss
 
-    def closure() -> Tensor:
-        optimiser.zero_grad()
-        loss = objective()
-        loss.backward()
-        return loss
-
-    with one_thread():
-        optimiser.step(closure)
+    minimize_lbfgs(variables, objective, iterations)
     with torch.no_grad():
         pose = assemble_pose(jaw, eyes)
         shapes = shape.expand(batch, -1)

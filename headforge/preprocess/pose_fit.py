@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +29,7 @@ from headforge.heads.lbs import rodrigues
 
 __all__ = [
     "one_thread",
+    "minimize_lbfgs",
     "CameraFit",
     "project_with_world2cam",
     "initial_camera",
@@ -51,6 +52,24 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def minimize_lbfgs(variables: list[Tensor], objective: Callable[[], Tensor], iterations: int) -> None:
+    """Minimise ``objective()`` (a scalar) over ``variables`` in place with strong-Wolfe L-BFGS.
+
+    One ``LBFGS.step`` of up to ``iterations`` iterations on one thread (see
+    :func:`one_thread`); the landmark fits are small, smooth least-squares problems.
+    """
+    optimiser = torch.optim.LBFGS(variables, lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimiser.zero_grad()
+        loss = objective()
+        loss.backward()
+        return loss
+
+    with one_thread():
+        optimiser.step(closure)
 
 
 @dataclass
@@ -189,7 +208,6 @@ def fit_camera(
     translation = translation.clone().requires_grad_(True)
     log_focal = log_focal.clone().requires_grad_(fit_focal)
     variables = [rotation, translation] + ([log_focal] if fit_focal else [])
-    optimiser = torch.optim.LBFGS(variables, lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
     prior_log = math.log(focal_prior)
 
     def residual_loss() -> Tensor:
@@ -197,14 +215,7 @@ def fit_camera(
         loss = (weights64[None, :, None] * (projected - observed64) ** 2).sum()
         return loss + 1e-4 * ((log_focal - prior_log) / focal_prior_std).pow(2).sum()
 
-    def closure() -> Tensor:
-        optimiser.zero_grad()
-        loss = residual_loss()
-        loss.backward()
-        return loss
-
-    with one_thread():
-        optimiser.step(closure)
+    minimize_lbfgs(variables, residual_loss, iterations)
     with torch.no_grad():
         focal = log_focal.exp()
         projected = project_with_world2cam(points64, rotation, translation, focal)
