@@ -69,6 +69,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
+    p.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=2,
+        help="how many of the newest checkpoints stay on disk (default 2; more keeps a way back)",
+    )
     p.add_argument("--snapshot-every", type=int, default=None, help="steps between image grids")
     p.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
     p.add_argument("--mixed-precision", action="store_true", help="autocast + grad scaling on CUDA")
@@ -112,6 +118,7 @@ def _run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=default_device(args.device),
             checkpoint_every=args.checkpoint_every,
+            keep_checkpoints=args.keep_checkpoints,
             snapshot_every=args.snapshot_every,
             workers=args.workers,
             mixed_precision=args.mixed_precision,

@@ -366,11 +366,12 @@ def test_fake_pair_frames_share_noise(video_dataset: Path, monkeypatch: pytest.M
         return max(float((pair[key][:, 0] - pair[key][:, 1]).abs().amax()) for key in ("image", "image_raw"))
 
     with torch.no_grad():
-        fake, minimal = objective.generate_pair(context(0))
+        fake, deformation = objective.generate_pair(context(0))
         again, _ = objective.generate_pair(context(0))
         monkeypatch.setattr(GlobalRngSnapshot, "restore", lambda self: None)
         unshared, _ = objective.generate_pair(context(0))
-    assert fake["image"].shape == (1, 2, 3, 32, 32) and minimal.ndim == 0
+    assert fake["image"].shape == (1, 2, 3, 32, 32) and deformation["minimal"].ndim == 0
+    assert 0 < float(deformation["shape_lipschitz"]) < 1  # a fresh shape field is gentle
     assert frame_difference(fake) < 1e-4
     assert frame_difference(unshared) > 1e-2, "the test cannot see the noise"
     assert (fake["image"] - again["image"]).abs().amax() > 1e-2, "noise is not random between pairs"
@@ -389,10 +390,13 @@ def test_train_resume_and_render(video_dataset: Path, tmp_path: Path) -> None:
             **kw,
         )
 
-    summary = train(request(tmp_path / "unbroken", snapshot_every=3))
+    summary = train(request(tmp_path / "unbroken", snapshot_every=3, keep_checkpoints=1))
     assert summary is not None
     train(request(tmp_path / "broken", max_steps=2))
     train(request(tmp_path / "broken", resume=True))
+    # Checkpoints at steps 2 and 3: --keep-checkpoints 1 leaves the newest, the default 2 both.
+    assert len(list((tmp_path / "unbroken" / "checkpoints").glob("*.safetensors"))) == 1
+    assert len(list((tmp_path / "broken" / "checkpoints").glob("*.safetensors"))) == 2
     unbroken, meta = load_checkpoint(latest_checkpoint(tmp_path / "unbroken"))
     resumed, meta_resumed = load_checkpoint(latest_checkpoint(tmp_path / "broken"))
     assert meta["step"] == meta_resumed["step"] == 3 and meta["config"]["model"] == "nerffaceshop"

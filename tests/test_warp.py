@@ -326,3 +326,40 @@ def test_minimal_loss_hand_computed():
     assert minimal_deformation_loss(d_shape, d_exp).item() == pytest.approx(1.0 * 0.05 + 0.1 * 0.5)
     assert minimal_deformation_loss(d_shape, d_exp, alpha=0.0, beta=1.0).item() == pytest.approx(0.5)
     assert minimal_deformation_loss(None, d_exp).item() == pytest.approx(0.05)
+
+
+def test_truncated_backprop_keeps_the_forward_field_and_differentiates_the_last_step():
+    d_shape = (smooth_field(2, 16, 16, 0.4, seed=21) * 0.5).requires_grad_(True)
+    d_exp = (smooth_field(2, 16, 16, 0.4, seed=22) * 0.5).requires_grad_(True)
+    exact = conjugate(d_shape, d_exp, iterations=12)
+    truncated = conjugate(d_shape, d_exp, iterations=12, backprop_steps=1)
+    assert torch.equal(exact, truncated)  # the same arithmetic, only autograd differs
+    # By hand: 11 steps as constants, then u = target - d_shape(x + u_11) with gradients.
+    weights = smooth_field(2, 16, 16, 0.4, seed=23)
+    (truncated * weights).sum().backward()
+    grads = d_shape.grad.clone(), d_exp.grad.clone()
+    d_shape.grad = d_exp.grad = None
+    iterate = conjugate(d_shape, d_exp, iterations=11).detach()
+    last = compose(d_exp, d_shape) - warp(d_shape, iterate)
+    (last * weights).sum().backward()
+    assert torch.allclose(grads[0], d_shape.grad) and torch.allclose(grads[1], d_exp.grad)
+    with pytest.raises(ValueError, match="backprop_steps"):
+        conjugate(d_shape, d_exp, backprop_steps=0)
+
+
+def test_truncated_backprop_stays_bounded_on_a_folding_shape_field():
+    # A shape field with Lip > 1 (it folds): the fixed-point map is no contraction.
+    x, y = coords(32, 32)
+    d_shape = torch.stack((0.25 * torch.sin(9 * y), 0.25 * torch.sin(9 * x)))[None]
+    assert lipschitz_bound(d_shape) > 1.5
+    d_exp = gaussian_bump(x, y, (0.0, 0.0), 0.3)
+
+    def gradient_norm(backprop_steps: int | None) -> float:
+        shape = d_shape.clone().requires_grad_(True)
+        conjugate(shape, d_exp, iterations=20, backprop_steps=backprop_steps).square().sum().backward()
+        return float(shape.grad.norm())
+
+    one_step = gradient_norm(1)
+    # The unrolled gradient multiplies ~20 Jacobians of norm > 1; one step's does not.
+    assert gradient_norm(None) > 30 * one_step
+    assert one_step < 100

@@ -203,7 +203,10 @@ class NeRFFaceShopGenerator(nn.Module):
         shape_field = shape_field.expand(batch, -1, -1, -1, -1)
         expression_field = expression_field.expand(batch, -1, -1, -1, -1)
         fused = conjugate(
-            shape_field.flatten(0, 1), expression_field.flatten(0, 1), self.config.warp_iterations
+            shape_field.flatten(0, 1),
+            expression_field.flatten(0, 1),
+            self.config.warp_iterations,
+            self.config.warp_backprop_steps,
         )
         return fused.unflatten(0, (batch, 3))
 

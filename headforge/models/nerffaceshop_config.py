@@ -25,6 +25,9 @@ class NeRFFaceShopConfig(EG3DConfig):
     Animation (§III-B): ``motion_dim`` (m, 128), ``motion_w_dim`` and
     ``motion_channel_*`` (G_motion), ``warp_resolution`` (32: where F is
     warped), ``warp_iterations`` (fixed-point steps of the inverse),
+    ``warp_backprop_steps`` (how many of those steps gradients pass through:
+    1 keeps the gradient bounded when delta_shape folds, None unrolls all;
+    see ``headforge.nn.warp.conjugate``),
     ``warp_frontal_only`` (the released code animates the XY plane only),
     ``deformation_init_scale`` (initial weight scale of the deformation
     heads: fields start near zero), ``use_expression_mask`` (multiply
@@ -48,6 +51,7 @@ class NeRFFaceShopConfig(EG3DConfig):
     motion_channel_max: int = 128
     warp_resolution: int = 32
     warp_iterations: int = 20
+    warp_backprop_steps: int | None = 1
     warp_frontal_only: bool = False
     deformation_init_scale: float = 1e-4
     use_expression_mask: bool = False

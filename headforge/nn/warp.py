@@ -187,18 +187,32 @@ def compose(d_outer: Tensor, d_inner: Tensor) -> Tensor:
 
 
 def _solve_preimage(
-    displacement: Tensor, target: Tensor, start: Tensor, iterations: int, tolerance: float
+    displacement: Tensor,
+    target: Tensor,
+    start: Tensor,
+    iterations: int,
+    tolerance: float,
+    backprop_steps: int | None = None,
 ) -> Tensor:
     """Field ``u`` with ``T_d(x + u(x)) = x + target(x)``, by ``u <- target - d(x + u)``.
 
     A contraction with factor Lip(d) (see ``invert``). The residual of ``u_k``,
     ``|u_k + d(x + u_k) - target|``, equals ``|u_{k+1} - u_k|``, so checking it
     costs no extra sampling; ``tolerance`` 0 never synchronises the device.
+    ``backprop_steps`` k (None: all) lets gradients through the last k steps
+    only, the earlier ones run without autograd (see ``conjugate``).
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
+    if backprop_steps is not None and backprop_steps < 1:
+        raise ValueError(f"backprop_steps must be >= 1 or None, got {backprop_steps}")
     solution = start
-    for _ in range(iterations):
+    untracked = 0 if backprop_steps is None else max(0, iterations - backprop_steps)
+    for step in range(iterations):
+        if step < untracked:
+            with torch.no_grad():
+                solution = target - warp(displacement, solution, padding_mode="border")
+            continue
         updated = target - warp(displacement, solution, padding_mode="border")
         converged = tolerance > 0 and torch.linalg.vector_norm(updated - solution, dim=1).amax() < tolerance
         solution = updated
@@ -261,7 +275,9 @@ def invert(
     return inverse, residual
 
 
-def conjugate(d_shape: Tensor, d_exp: Tensor, iterations: int = 20) -> Tensor:
+def conjugate(
+    d_shape: Tensor, d_exp: Tensor, iterations: int = 20, backprop_steps: int | None = None
+) -> Tensor:
     """Fused field for NeRFFaceShop's ``delta_shape o delta_exp o delta_shape^-1`` (§III-B).
 
     Semantics: ``d_shape`` is the feature warp from the shared template space
@@ -290,6 +306,16 @@ def conjugate(d_shape: Tensor, d_exp: Tensor, iterations: int = 20) -> Tensor:
         d_exp: (B, 2, H, W) template-space expression field (motion-dependent);
             a batch of 1 broadcasts on either.
         iterations: fixed-point steps (unrolled; gradients reach both fields).
+        backprop_steps: None differentiates through every step (the exact
+            gradient of the computed field). An integer k keeps autograd on the
+            last k steps only, the earlier ones treat the iterate as a constant
+            (the "Jacobian-free" gradient of fixed-point layers, Fung et al.
+            2022): the unrolled gradient multiplies one Jacobian of ``d_shape``
+            per step, so it grows like Lip(d_shape)^iterations once a field
+            folds (Lip >= 1) and one such step can wreck a GAN run; the
+            truncated one stays bounded, and at the fixed point it differs from
+            the exact implicit gradient only by the factor (I + J)^-1 ~ I for
+            gentle fields. Training uses 1 (``NeRFFaceShopConfig.warp_backprop_steps``).
 
     Returns:
         (B, 2, H, W) fused backward field ``T(x) - x`` to apply with ``warp``.
@@ -298,7 +324,7 @@ def conjugate(d_shape: Tensor, d_exp: Tensor, iterations: int = 20) -> Tensor:
     _check_field(d_exp, "d_exp")
     target = compose(d_exp, d_shape)  # T_exp(T_shape(x)) - x
     start = torch.zeros_like(target)
-    return _solve_preimage(d_shape, target, start, iterations, tolerance=0.0)
+    return _solve_preimage(d_shape, target, start, iterations, tolerance=0.0, backprop_steps=backprop_steps)
 
 
 def mask_displacement(displacement: Tensor, mask: Tensor) -> Tensor:

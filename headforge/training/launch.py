@@ -45,6 +45,7 @@ class TrainRequest:
     seed: int = 0
     device: str = "cpu"
     checkpoint_every: int | None = None
+    keep_checkpoints: int = 2
     snapshot_every: int | None = None
     workers: int = 0
     mixed_precision: bool = False
@@ -112,6 +113,7 @@ def build_trainer(request: TrainRequest) -> Trainer:
         num_workers=request.workers,
         snapshot_every=request.snapshot_every or every_10_kimg,
         checkpoint_every=request.checkpoint_every or every_10_kimg,
+        keep_checkpoints=request.keep_checkpoints,
         image_snapshot_fn=plan.image_snapshot_fn,
         resume=request.resume,
         max_steps=request.max_steps,

@@ -10,7 +10,10 @@ of every later layer, as frames of one video share the person's fine detail.
 
 * ``Gmain``: non-saturating loss on D_image (each frame) and D_video (the pair)
   plus the minimal deformation loss ``alpha |delta_shape| + beta |delta_exp|``
-  (alpha = 1, beta = 0.1).
+  (alpha = 1, beta = 0.1). Gradients cross the fixed-point inverse of
+  delta_shape through its last step only (``warp_backprop_steps``): through
+  all 20 they grew like Lip(delta_shape)^20 once the field folded, and a run
+  of the ``small`` preset diverged at 14 kimg that way (docs/nerffaceshop.md).
 * ``Greg`` (every 4 steps): EG3D's density regulariser (0.25) and
   NeRFFaceLighting's lighting regulariser (25): *cross texture*, the image must
   not change when its shading tri-planes come from another identity with the
@@ -43,7 +46,7 @@ from headforge.models.nerffaceshop import (
 from headforge.models.registry import ModelSpec, TrainingPlan
 from headforge.nn.filters import filtered_resize
 from headforge.nn.pair_discriminator import stack_conditions
-from headforge.nn.warp import minimal_deformation_loss
+from headforge.nn.warp import lipschitz_bound, minimal_deformation_loss
 from headforge.training.losses import (
     density_regularizer,
     discriminator_fake_loss,
@@ -102,8 +105,16 @@ class NeRFFaceShopObjective(EG3DObjective):
             ctx.randn(camera.shape[0], self.config.z_dim), camera, update_emas=update_emas
         )
 
-    def generate_pair(self, ctx: PhaseContext, update_emas: bool = False) -> tuple[dict[str, Tensor], Tensor]:
-        """A fake pair (``image`` (b, 2, 3, H, W), ``image_raw``) and its minimal deformation loss."""
+    def generate_pair(
+        self, ctx: PhaseContext, update_emas: bool = False
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """A fake pair (``image`` (b, 2, 3, H, W), ``image_raw``) and its deformation terms.
+
+        The terms: ``minimal`` (the minimal deformation loss, scalar) and
+        ``shape_lipschitz`` (detached: the largest Lipschitz bound of a plane's
+        delta_shape; the inverse in ``conjugate`` converges only below 1, so
+        the training log watches it).
+        """
         generator: NeRFFaceShopGenerator = ctx.networks["G"]
         config, batch = self.config, ctx.batch_size
         camera, sh, _ = self.conditions(ctx)
@@ -134,7 +145,8 @@ class NeRFFaceShopObjective(EG3DObjective):
             config.minimal_alpha,
             config.minimal_beta,
         )
-        return fake, minimal
+        shape_lipschitz = lipschitz_bound(base.shape_field.detach().flatten(0, 1)).amax()
+        return fake, {"minimal": minimal, "shape_lipschitz": shape_lipschitz}
 
     def real_pair(self, ctx: PhaseContext) -> dict[str, Tensor]:
         """The batch's pair (b, 2, 3, R, R) and its raw companion at the rendering resolution."""
@@ -148,12 +160,12 @@ class NeRFFaceShopObjective(EG3DObjective):
 
     # ------------------------------------------------------------------ phases
     def generator_main(self, ctx: PhaseContext) -> dict[str, Tensor]:
-        fake, minimal = self.generate_pair(ctx)
+        fake, deformation = self.generate_pair(ctx)
         logits = ctx.networks["D"](fake, self.conditions(ctx)[2], self.blur(ctx.cur_nimg))
         adversarial = self.adversarial(logits, nonsaturating_generator_loss)
         return {
-            "loss": adversarial + minimal,
-            "minimal": minimal,
+            "loss": adversarial + deformation["minimal"],
+            **deformation,
             "score_image": logits["image"].mean(),
             "score_video": logits["video"].mean(),
         }
