@@ -132,6 +132,25 @@ def test_inverse_shape_field_composes_to_identity(generator, inputs) -> None:
     assert compose(field, -field).abs().amax() > 0.05 * field.abs().amax()
 
 
+def test_shape_field_steepness_is_capped_so_its_inverse_exists(inputs) -> None:
+    """Steep shape heads: the cap keeps every plane's bound at shape_lipschitz_max; without it they fold."""
+    torch.manual_seed(0)
+    capped_generator = NeRFFaceShopGenerator(preset("tiny")).eval().requires_grad_(False)
+    folding = NeRFFaceShopGenerator(preset("tiny", shape_lipschitz_max=None)).eval().requires_grad_(False)
+    folding.load_state_dict(capped_generator.state_dict())
+    for model in (capped_generator, folding):
+        for head in model.shape_heads:
+            for parameter in head.parameters():
+                parameter.mul_(1e4)
+    ws = capped_generator.encode_identity(inputs["z"], inputs["c"])
+    free = lipschitz_bound(folding.synthesize_to_32(ws, "const").shape_field.flatten(0, 1))
+    capped = capped_generator.synthesize_to_32(ws, "const").shape_field.flatten(0, 1)
+    assert free.amin() > 2.0, "the test cannot make a folding field"
+    assert (lipschitz_bound(capped) <= 0.9 + 1e-5).all()
+    _, residual = invert(capped.double(), iterations=200, return_residual=True)
+    assert residual.amax() < 1e-6
+
+
 def test_animation_conjugates_the_expression_by_the_shape(generator, inputs) -> None:
     """Fused field for delta_shape = translation t, delta_exp = bump at c: the bump moves to c - t.
 

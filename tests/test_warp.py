@@ -14,6 +14,7 @@ from headforge.nn.warp import (
     field_gradients,
     identity_grid,
     invert,
+    limit_lipschitz,
     lipschitz_bound,
     mask_displacement,
     minimal_deformation_loss,
@@ -363,3 +364,18 @@ def test_truncated_backprop_stays_bounded_on_a_folding_shape_field():
     # The unrolled gradient multiplies ~20 Jacobians of norm > 1; one step's does not.
     assert gradient_norm(None) > 30 * one_step
     assert one_step < 100
+
+
+def test_limit_lipschitz_caps_steep_fields_and_leaves_gentle_ones():
+    gentle = smooth_field(1, 32, 32, 0.5, seed=31)
+    assert torch.equal(limit_lipschitz(gentle, 0.9), gentle)
+    steep = smooth_field(2, 32, 32, 3.0, seed=32)
+    capped = limit_lipschitz(steep, 0.9)
+    assert torch.allclose(lipschitz_bound(capped), torch.full((2,), 0.9, dtype=F64))
+    assert torch.allclose(capped * 3.0 / 0.9, steep)  # the same field, only less steep
+    # The capped field is invertible: the fixed point converges (not so the steep one).
+    _, residual = invert(capped, iterations=200, return_residual=True)
+    _, steep_residual = invert(steep, iterations=200, return_residual=True)
+    assert residual.amax() < 1e-6 < steep_residual.amin()
+    with pytest.raises(ValueError, match="limit"):
+        limit_lipschitz(steep, 0.0)

@@ -9,7 +9,8 @@ synthesis blocks B4 ... B256, B_S(1), B_S(2) paint three pixel-aligned planes.
   delta_shape (template -> instance, omega only); G_motion maps m ~ N(0, I)
   to the template-space expression field delta_exp (m only). F^32 and the
   skip tri-planes at 32x32 are warped by delta_shape o delta_exp o delta_shape^-1
-  (the inverse by fixed-point iteration, ``headforge.nn.warp.conjugate``).
+  (the inverse by fixed-point iteration, ``headforge.nn.warp.conjugate``;
+  delta_shape's steepness is capped so that the inverse exists).
 * Lighting (§III-A): B64 ... B_R give the albedo tri-planes; B_S(1), B_S(2),
   styled by omega and the lighting code l (from the 27 SH coefficients), give
   the shading tri-planes; an albedo decoder (density + albedo) and a shading
@@ -45,7 +46,7 @@ from headforge.nn.rollout import (
 from headforge.nn.stylegan2 import MappingNetwork
 from headforge.nn.superres import SuperResolution
 from headforge.nn.triplane import TriplaneDecoder
-from headforge.nn.warp import conjugate, mask_displacement, warp_planes
+from headforge.nn.warp import conjugate, limit_lipschitz, mask_displacement, warp_planes
 from headforge.render.field_images import render_field_images
 from headforge.render.renderer import VolumeRenderer
 
@@ -181,6 +182,10 @@ class NeRFFaceShopGenerator(nn.Module):
                 if shape_field is None
                 else upsample_planes(shape_field, block.resample_filter) + head_out
             )
+        if self.config.shape_lipschitz_max is not None:  # keep x + delta_shape(x) invertible
+            shape_field = limit_lipschitz(
+                shape_field.flatten(0, 1), self.config.shape_lipschitz_max
+            ).unflatten(0, shape_field.shape[:2])
         return WarpFeatures(x, planes, shape_field)
 
     def expression_field(self, motion_ws: Tensor, masked: bool | None = None) -> Tensor:

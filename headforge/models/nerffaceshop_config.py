@@ -27,7 +27,10 @@ class NeRFFaceShopConfig(EG3DConfig):
     warped), ``warp_iterations`` (fixed-point steps of the inverse),
     ``warp_backprop_steps`` (how many of those steps gradients pass through:
     1 keeps the gradient bounded when delta_shape folds, None unrolls all;
-    see ``headforge.nn.warp.conjugate``),
+    see ``headforge.nn.warp.conjugate``), ``shape_lipschitz_max`` (0.9:
+    delta_shape is scaled down whenever its Lipschitz bound exceeds it, so
+    that ``x + delta_shape(x)`` stays invertible and delta_shape^-1 exists,
+    as the paper's conjugation assumes; None lets it fold),
     ``warp_frontal_only`` (the released code animates the XY plane only),
     ``deformation_init_scale`` (initial weight scale of the deformation
     heads: fields start near zero), ``use_expression_mask`` (multiply
@@ -52,6 +55,7 @@ class NeRFFaceShopConfig(EG3DConfig):
     warp_resolution: int = 32
     warp_iterations: int = 20
     warp_backprop_steps: int | None = 1
+    shape_lipschitz_max: float | None = 0.9
     warp_frontal_only: bool = False
     deformation_init_scale: float = 1e-4
     use_expression_mask: bool = False

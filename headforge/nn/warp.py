@@ -43,6 +43,7 @@ __all__ = [
     "mask_displacement",
     "field_gradients",
     "lipschitz_bound",
+    "limit_lipschitz",
     "smoothness_loss",
     "displacement_magnitude",
     "minimal_deformation_loss",
@@ -378,6 +379,26 @@ def lipschitz_bound(displacement: Tensor) -> Tensor:
     max_x = torch.linalg.vector_norm(ddx, dim=1).flatten(1).amax(dim=1)
     max_y = torch.linalg.vector_norm(ddy, dim=1).flatten(1).amax(dim=1)
     return torch.sqrt(max_x**2 + max_y**2)
+
+
+def limit_lipschitz(displacement: Tensor, limit: float) -> Tensor:
+    """Scale each field down, where needed, so that ``lipschitz_bound <= limit``, (B, 2, H, W).
+
+    A field whose bound is already below ``limit`` is returned unchanged;
+    a steeper one is multiplied by ``limit / bound`` (its shape kept, its
+    steepness capped). With ``limit < 1``, ``T_d(x) = x + d(x)`` is a
+    diffeomorphism and ``invert`` / ``conjugate`` converge at rate ``limit``.
+    Differentiable (the bound is a max: its gradient reaches the steepest cells).
+
+    Args:
+        displacement: (B, 2, H, W).
+        limit: > 0, dimensionless (normalised units per normalised unit).
+    """
+    if limit <= 0:
+        raise ValueError(f"limit must be > 0, got {limit}")
+    bound = lipschitz_bound(displacement)
+    scale = (limit / bound.clamp_min(torch.finfo(displacement.dtype).tiny)).clamp(max=1.0)
+    return displacement * scale[:, None, None, None]
 
 
 def smoothness_loss(displacement: Tensor) -> Tensor:
