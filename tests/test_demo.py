@@ -23,12 +23,14 @@ from headforge.training.checkpoint_state import flatten_module_state
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An export-format tiny NeRFFaceShop model with a non-trivial (randomised) G_ema."""
-    config = preset("tiny", output_resolution=32)
+    # Uncapped delta_shape: randomised shape heads are steep, and the cap (tested in
+    # test_nerffaceshop.py) would shrink them to a near-flat field; the demo does not depend on it.
+    config = preset("tiny", output_resolution=32, shape_lipschitz_max=None)
     torch.manual_seed(0)
     generator = NeRFFaceShopGenerator(config)
-    with torch.no_grad():  # deformation heads and shading start near neutral: make both visible
+    with torch.no_grad():  # deformation heads start near zero: make animation visible
         for name, parameter in generator.named_parameters():
-            if "motion_synthesis" in name or "shape_heads" in name or "shading_decoder" in name:
+            if "motion_synthesis" in name or "shape_heads" in name:
                 parameter.normal_(0.0, 0.5)
     meta = {"config": {"model": "nerffaceshop", "model_config": config.to_dict()}, "kimg": 0.0}
     stem = tmp_path_factory.mktemp("model") / "tiny"
@@ -48,9 +50,8 @@ def test_demo_writes_every_output(tiny_model: Path, tmp_path: Path) -> None:
     orbit, relight = _frames(written["orbit_video"]), _frames(written["relight_video"])
     assert orbit.shape[:3] == (8, 32, 64) and relight.shape[:3] == (8, 32, 64)
     # The camera moves in the orbit and the light in the relighting video: frames differ
-    # (an untrained model is nearly flat, so the differences are small but not zero; a
-    # static video decodes to identical frames, difference 0).
-    assert np.abs(orbit[0] - orbit[4]).mean() > 0.02 and np.abs(relight[0] - relight[4]).mean() > 0.02
+    # (an untrained model is nearly flat, so the differences are small but not zero).
+    assert np.abs(orbit[0] - orbit[4]).mean() > 0.05 and np.abs(relight[0] - relight[4]).mean() > 0.05
     assert len(imageio.mimread(written["driven_video"])) == 8
     assert len(trimesh.load(written["mesh"], process=False).faces) > 0
 
@@ -59,10 +60,10 @@ def test_grid_rows_vary_expression_and_columns_vary_light_and_view(tiny_model: P
     written = run_demo(tmp_path / "demo", checkpoint=tiny_model, seeds=(3,), frames=4)
     grid = np.asarray(Image.open(written["grid"])).astype(np.int16)
     tiles = grid.reshape(3, 32, 9, 32, 3).transpose(0, 2, 1, 3, 4)  # (expression, light x view, H, W, 3)
-    # An untrained model changes little, but each change shows (PNG is lossless: 0 when nothing moved).
-    assert np.abs(tiles[0, 1] - tiles[1, 1]).mean() > 0.01  # another expression, same light and view
-    assert np.abs(tiles[0, 1] - tiles[0, 4]).mean() > 0.01  # another light (same view)
-    assert np.abs(tiles[0, 3] - tiles[0, 4]).mean() > 0.01  # another view (same light)
+    # An untrained model changes little, but each change is visible somewhere.
+    assert np.abs(tiles[0, 1] - tiles[1, 1]).mean() > 0.02  # another expression, same light and view
+    assert np.abs(tiles[0, 1] - tiles[0, 4]).mean() > 0.02  # another light (same view)
+    assert np.abs(tiles[0, 3] - tiles[0, 4]).mean() > 0.02  # another view (same light)
     assert np.array_equal(tiles[0, 4], grid[:32, 4 * 32 : 5 * 32])  # the layout the docs describe
 
 
