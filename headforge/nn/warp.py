@@ -209,13 +209,13 @@ def _solve_preimage(
         raise ValueError(f"backprop_steps must be >= 1 or None, got {backprop_steps}")
     solution = start
     untracked = 0 if backprop_steps is None else max(0, iterations - backprop_steps)
+    grad_enabled = torch.is_grad_enabled()
     for step in range(iterations):
-        if step < untracked:
-            with torch.no_grad():
-                solution = target - warp(displacement, solution, padding_mode="border")
-            continue
-        updated = target - warp(displacement, solution, padding_mode="border")
-        converged = tolerance > 0 and torch.linalg.vector_norm(updated - solution, dim=1).amax() < tolerance
+        tracked = step >= untracked  # early stops only once gradients flow through the iterate
+        with torch.set_grad_enabled(grad_enabled and tracked):
+            updated = target - warp(displacement, solution, padding_mode="border")
+        residual = torch.linalg.vector_norm(updated - solution, dim=1) if tracked and tolerance > 0 else None
+        converged = residual is not None and residual.amax() < tolerance
         solution = updated
         if converged:
             break
