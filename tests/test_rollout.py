@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from headforge.nn.filters import setup_filter, upsample2d
 from headforge.nn.rollout import (
@@ -11,6 +12,7 @@ from headforge.nn.rollout import (
     RolloutSynthesisLayer,
     RolloutSynthesisNetwork,
     RolloutToPlanes,
+    axis_aware_correlation,
     axis_pooled_context,
     roll_in,
     roll_out,
@@ -84,6 +86,55 @@ def test_rollout_layer_is_a_shared_layer_per_plane() -> None:
         for p in range(3):
             expected = layer.layer(mixed[b : b + 1, p], w[b : b + 1], noise_mode="const", fused_modconv=False)
             torch.testing.assert_close(out[b, p], expected[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [2, 3, 6])
+def test_axis_aware_correlation_equals_the_convolution_of_the_mixed_input(size: int) -> None:
+    """The factored form (1D correlations of the context profiles) against conv2d over [plane, context]."""
+    torch.manual_seed(size)
+    batch, channels, out_channels = 2, 3, 4
+    planes = torch.randn(batch, 3, channels, size, size, dtype=torch.float64, requires_grad=True)
+    styles = torch.randn(3 * batch, 3 * channels, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(out_channels, 3 * channels, 3, 3, dtype=torch.float64, requires_grad=True)
+    mixed = torch.cat([planes, axis_pooled_context(planes)], dim=2).flatten(0, 1)
+    expected = F.conv2d(mixed * styles[:, :, None, None], weight, padding=1)
+    got = axis_aware_correlation(planes, styles, weight)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    # The same gradients with respect to all three inputs.
+    probe = torch.randn_like(expected)
+    grads_expected = torch.autograd.grad((expected * probe).sum(), (planes, styles, weight))
+    grads_got = torch.autograd.grad((got * probe).sum(), (planes, styles, weight))
+    for g_got, g_expected in zip(grads_got, grads_expected):
+        torch.testing.assert_close(g_got, g_expected, rtol=1e-12, atol=1e-12)
+
+
+def test_axis_aware_correlation_rejects_other_kernels() -> None:
+    planes, styles = torch.randn(1, 3, 2, 4, 4), torch.randn(3, 6)
+    with pytest.raises(ValueError, match="3x3 weights over 6 channels"):
+        axis_aware_correlation(planes, styles, torch.randn(5, 6, 1, 1))
+    with pytest.raises(ValueError, match="3x3 weights over 6 channels"):
+        axis_aware_correlation(planes, styles, torch.randn(5, 4, 3, 3))
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_same_resolution_rollout_layer_matches_the_explicit_mixing(grad: bool) -> None:
+    """up = 1 layers take the factored path; per plane they are still the shared layer on [plane, context]."""
+    torch.manual_seed(1)
+    layer = RolloutSynthesisLayer(3, 5, w_dim=8, resolution=6, up=1)
+    with torch.no_grad():
+        layer.layer.noise_strength.fill_(0.3)  # the noise and bias terms must land as before
+        layer.layer.bias.normal_()
+    x, w = torch.randn(2, 3, 3, 6, 6), torch.randn(2, 8)
+    with torch.set_grad_enabled(grad):
+        out = layer(x, w, noise_mode="const", gain=0.7)
+        mixed = torch.cat([x, axis_pooled_context(x)], dim=2)
+        for b in range(2):
+            for p in range(3):
+                for fused in (True, False):
+                    expected = layer.layer(
+                        mixed[b : b + 1, p], w[b : b + 1], noise_mode="const", fused_modconv=fused, gain=0.7
+                    )
+                    torch.testing.assert_close(out[b, p], expected[0], rtol=1e-5, atol=1e-5)
 
 
 def test_to_planes_is_torgb_per_plane_and_scales_init() -> None:

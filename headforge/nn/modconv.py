@@ -9,6 +9,7 @@ convolution, whichever is faster for the device (see ``fused_modconv``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -79,6 +80,7 @@ def modulated_conv2d(
     *,
     bias: torch.Tensor | None = None,
     output_gain: float = 1.0,
+    linear: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """StyleGAN2's modulated convolution.
 
@@ -101,6 +103,11 @@ def modulated_conv2d(
         fused_modconv: see above.
         bias: (Cout,) bias added before ``output_gain`` (keyword only).
         output_gain: scale of the whole output (lets a following (leaky) ReLU's gain be folded in).
+        linear: ``linear(styles, weight)`` -> (B, Cout, H', W'), the convolution of the
+            style-scaled input with the shared weight, computed by the caller (for inputs
+            with structure a generic convolution cannot exploit; ``x`` then only gives the
+            batch size and dtype). Implies the non-fused form; demodulation, noise, bias
+            and gain are applied here as usual (keyword only).
 
     Returns:
         (B, Cout, H * up // down, W * up // down) for ``padding = kh // 2``.
@@ -122,7 +129,7 @@ def modulated_conv2d(
         dcoefs = ((styles.square().unsqueeze(1) * weight_sq).sum(dim=2) + 1e-8).rsqrt()  # (B, Cout)
     out_scale = dcoefs * output_gain if dcoefs is not None else None  # (B, Cout) or None
 
-    if fused_modconv:
+    if fused_modconv and linear is None:
         # Per-sample weights w[b,o,i] = weight[o,i] * s[b,i] * d[b,o] * gain, one multiply.
         if out_scale is None:
             out_scale = styles.new_full((batch, out_channels), output_gain)
@@ -153,15 +160,18 @@ def modulated_conv2d(
             y = y.reshape(batch, out_channels, *y.shape[2:])
     else:
         bias_done = False
-        y = conv2d_resample(
-            x * styles.to(x.dtype).reshape(batch, -1, 1, 1),
-            weight.to(x.dtype),
-            f=resample_filter,
-            up=up,
-            down=down,
-            padding=padding,
-            flip_weight=flip_weight,
-        )
+        if linear is not None:
+            y = linear(styles.to(x.dtype), weight.to(x.dtype))
+        else:
+            y = conv2d_resample(
+                x * styles.to(x.dtype).reshape(batch, -1, 1, 1),
+                weight.to(x.dtype),
+                f=resample_filter,
+                up=up,
+                down=down,
+                padding=padding,
+                flip_weight=flip_weight,
+            )
         if out_scale is not None:
             y = y * out_scale.to(y.dtype).reshape(batch, -1, 1, 1)
         elif output_gain != 1:

@@ -13,7 +13,7 @@ convolution of the next, so ``num_ws = sum(num_conv) + num_torgb(last)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -168,7 +168,9 @@ class SynthesisLayer(torch.nn.Module):
         noise_mode: str = "random",
         fused_modconv: bool = True,
         gain: float = 1.0,
+        linear: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """``linear``: see :func:`~headforge.nn.modconv.modulated_conv2d` (a caller-computed convolution)."""
         styles = self.affine(w)
         noise = self.make_noise(x, noise_mode)
         act_gain = self.act_gain * gain
@@ -179,6 +181,7 @@ class SynthesisLayer(torch.nn.Module):
             resample_filter=self.resample_filter,
             flip_weight=self.up == 1,  # StyleGAN2's weight orientation (and slightly faster)
             fused_modconv=fused_modconv,
+            linear=linear,
         )
         if self.activation not in _HOMOGENEOUS_ACTIVATIONS:
             x = modulated_conv2d(x, self.weight, styles, noise, **modconv_kwargs)
