@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from headforge.nn.filters import setup_filter, upsample2d
+from headforge.nn.layers import conv2d_resample
 from headforge.nn.rollout import (
     RolloutSynthesisBlock,
     RolloutSynthesisLayer,
     RolloutSynthesisNetwork,
     RolloutToPlanes,
-    axis_aware_correlation,
+    _border_lines,
+    axis_aware_convolution,
     axis_pooled_context,
     roll_in,
     roll_out,
@@ -75,66 +76,69 @@ def test_axis_pooling_gradient_and_bad_layout() -> None:
         axis_pooled_context(planes.detach(), layout="eg3d")
 
 
-def test_rollout_layer_is_a_shared_layer_per_plane() -> None:
-    torch.manual_seed(0)
-    layer = RolloutSynthesisLayer(3, 5, w_dim=8, resolution=8, up=2)
-    x, w = torch.randn(2, 3, 3, 4, 4), torch.randn(2, 8)
-    out = layer(x, w, noise_mode="const", fused_modconv=False)
-    assert out.shape == (2, 3, 5, 8, 8)
+def explicit_mixing_reference(layer: RolloutSynthesisLayer, x: torch.Tensor, w: torch.Tensor, **kwargs):
+    """The layer's definition: its shared SynthesisLayer on [plane, axis_pooled_context] per plane."""
     mixed = torch.cat([x, axis_pooled_context(x)], dim=2)
-    for b in range(2):
-        for p in range(3):
-            expected = layer.layer(mixed[b : b + 1, p], w[b : b + 1], noise_mode="const", fused_modconv=False)
-            torch.testing.assert_close(out[b, p], expected[0], rtol=1e-5, atol=1e-5)
+    return torch.stack([layer.layer(mixed[:, p], w, noise_mode="const", **kwargs) for p in range(3)], dim=1)
 
 
-@pytest.mark.parametrize("size", [2, 3, 6])
-def test_axis_aware_correlation_equals_the_convolution_of_the_mixed_input(size: int) -> None:
-    """The factored form (1D correlations of the context profiles) against conv2d over [plane, context]."""
-    torch.manual_seed(size)
-    batch, channels, out_channels = 2, 3, 4
-    planes = torch.randn(batch, 3, channels, size, size, dtype=torch.float64, requires_grad=True)
-    styles = torch.randn(3 * batch, 3 * channels, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(out_channels, 3 * channels, 3, 3, dtype=torch.float64, requires_grad=True)
-    mixed = torch.cat([planes, axis_pooled_context(planes)], dim=2).flatten(0, 1)
-    expected = F.conv2d(mixed * styles[:, :, None, None], weight, padding=1)
-    got = axis_aware_correlation(planes, styles, weight)
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    # The same gradients with respect to all three inputs.
-    probe = torch.randn_like(expected)
-    grads_expected = torch.autograd.grad((expected * probe).sum(), (planes, styles, weight))
-    grads_got = torch.autograd.grad((got * probe).sum(), (planes, styles, weight))
-    for g_got, g_expected in zip(grads_got, grads_expected):
-        torch.testing.assert_close(g_got, g_expected, rtol=1e-12, atol=1e-12)
+@pytest.mark.parametrize("up", [1, 2])
+def test_axis_aware_convolution_equals_the_convolution_of_the_mixed_input(up: int) -> None:
+    """The strip-and-stitch form against conv2d_resample over [plane, context], values and gradients.
+
+    Sizes run from one line to well past the stitching threshold (a strip of 3 lines at up = 1
+    and up = 2), so any line the border count misses shows up as a mismatch.
+    """
+    taps, padding, kernel = 4, 1, 3
+    f = setup_filter([1, 3, 3, 1])
+    border = _border_lines(kernel, padding, taps, up)
+    assert border == (1 if up == 1 else 2)
+
+    def convolve(images: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return conv2d_resample(images, weight, f=f.double(), up=up, padding=padding, flip_weight=up == 1)
+
+    for size in range(1, 10):
+        torch.manual_seed(size)
+        batch, channels, out_channels = 2, 3, 4
+        planes = torch.randn(batch, 3, channels, size, size, dtype=torch.float64, requires_grad=True)
+        styles = torch.randn(3 * batch, 3 * channels, dtype=torch.float64, requires_grad=True)
+        weight = torch.randn(
+            out_channels, 3 * channels, kernel, kernel, dtype=torch.float64, requires_grad=True
+        )
+        mixed = torch.cat([planes, axis_pooled_context(planes)], dim=2).flatten(0, 1)
+        expected = convolve(mixed * styles[:, :, None, None], weight)
+        got = axis_aware_convolution(planes, styles, weight, convolve, border, up)
+        assert got.shape == (3 * batch, out_channels, up * size, up * size)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, msg=f"R = {size}")
+        probe = torch.randn_like(expected)
+        grads_expected = torch.autograd.grad((expected * probe).sum(), (planes, styles, weight))
+        grads_got = torch.autograd.grad((got * probe).sum(), (planes, styles, weight))
+        for g_got, g_expected in zip(grads_got, grads_expected):
+            torch.testing.assert_close(g_got, g_expected, rtol=1e-12, atol=1e-12, msg=f"R = {size}")
 
 
-def test_axis_aware_correlation_rejects_other_kernels() -> None:
+def test_axis_aware_convolution_rejects_weights_over_other_channels() -> None:
     planes, styles = torch.randn(1, 3, 2, 4, 4), torch.randn(3, 6)
-    with pytest.raises(ValueError, match="3x3 weights over 6 channels"):
-        axis_aware_correlation(planes, styles, torch.randn(5, 6, 1, 1))
-    with pytest.raises(ValueError, match="3x3 weights over 6 channels"):
-        axis_aware_correlation(planes, styles, torch.randn(5, 4, 3, 3))
+    with pytest.raises(ValueError, match="weights over 6 input channels"):
+        axis_aware_convolution(planes, styles, torch.randn(5, 4, 3, 3), lambda x, w: x, 1)
 
 
+@pytest.mark.parametrize(("up", "size"), [(1, 3), (1, 7), (2, 3), (2, 8)])
 @pytest.mark.parametrize("grad", [True, False])
-def test_same_resolution_rollout_layer_matches_the_explicit_mixing(grad: bool) -> None:
-    """up = 1 layers take the factored path; per plane they are still the shared layer on [plane, context]."""
+def test_rollout_layer_matches_the_explicit_mixing(up: int, size: int, grad: bool) -> None:
+    """Per plane: its shared SynthesisLayer on [plane, context], noise, bias and gain included."""
     torch.manual_seed(1)
-    layer = RolloutSynthesisLayer(3, 5, w_dim=8, resolution=6, up=1)
+    layer = RolloutSynthesisLayer(3, 5, w_dim=8, resolution=size * up, up=up)
     with torch.no_grad():
-        layer.layer.noise_strength.fill_(0.3)  # the noise and bias terms must land as before
+        layer.layer.noise_strength.fill_(0.3)
         layer.layer.bias.normal_()
-    x, w = torch.randn(2, 3, 3, 6, 6), torch.randn(2, 8)
+    x, w = torch.randn(2, 3, 3, size, size), torch.randn(2, 8)
     with torch.set_grad_enabled(grad):
         out = layer(x, w, noise_mode="const", gain=0.7)
-        mixed = torch.cat([x, axis_pooled_context(x)], dim=2)
-        for b in range(2):
-            for p in range(3):
-                for fused in (True, False):
-                    expected = layer.layer(
-                        mixed[b : b + 1, p], w[b : b + 1], noise_mode="const", fused_modconv=fused, gain=0.7
-                    )
-                    torch.testing.assert_close(out[b, p], expected[0], rtol=1e-5, atol=1e-5)
+        assert out.shape == (2, 3, 5, size * up, size * up)
+        for fused in (True, False):
+            expected = explicit_mixing_reference(layer, x, w, fused_modconv=fused, gain=0.7)
+            torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_to_planes_is_torgb_per_plane_and_scales_init() -> None:

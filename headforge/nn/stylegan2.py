@@ -141,6 +141,7 @@ class SynthesisLayer(torch.nn.Module):
         self.activation = activation
         self.conv_clamp = conv_clamp
         self.padding = kernel_size // 2
+        self.flip_weight = up == 1  # StyleGAN2's weight orientation (and slightly faster)
         self.act_gain = activation_gain(activation)
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
@@ -179,7 +180,7 @@ class SynthesisLayer(torch.nn.Module):
             up=self.up,
             padding=self.padding,
             resample_filter=self.resample_filter,
-            flip_weight=self.up == 1,  # StyleGAN2's weight orientation (and slightly faster)
+            flip_weight=self.flip_weight,
             fused_modconv=fused_modconv,
             linear=linear,
         )
