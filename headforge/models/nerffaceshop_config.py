@@ -112,7 +112,7 @@ PRESETS: dict[str, NeRFFaceShopConfig] = {
         truncation_cutoff=None,
     ),
     # The shipped demo model, sized to be trained on a 2-core CPU over a few sessions
-    # (4.6 s per step at batch 8 there): 64 px output from 32 px neural rendering,
+    # (4.0 s per step at batch 8 there): 64 px output from 32 px neural rendering,
     # 64^2 tri-planes, 16 + 16 samples per ray, 2.0 M generator parameters. The
     # D-input blur fades over 8 kimg instead of 200: the whole run is tens of kimg.
     "small": NeRFFaceShopConfig(
