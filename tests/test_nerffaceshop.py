@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -422,6 +423,11 @@ def test_train_resume_and_render(video_dataset: Path, tmp_path: Path) -> None:
     for key in (k for k in unbroken if k.split(".")[0] in ("G", "G_ema", "D")):
         torch.testing.assert_close(resumed[key], unbroken[key], rtol=0, atol=1e-6, msg=key)
     assert list((tmp_path / "unbroken" / "images").glob("*.png")), "no image grid"
+    # The overfitting heuristic E[sign(D(real))] is logged for both discriminators.
+    logged = [json.loads(line) for line in (tmp_path / "unbroken" / "stats.jsonl").read_text().splitlines()]
+    for key in ("Dmain/sign_real_image", "Dmain/sign_real_video"):
+        values = [row[key] for row in logged if key in row]
+        assert values and all(-1 <= value <= 1 for value in values), key
 
     from headforge.apps.loading import load_generator
 

@@ -248,6 +248,9 @@ class NeRFFaceShopObjective(EG3DObjective):
             "score_real_image": real_logits["image"].mean(),
             "score_fake_video": fake_logits["video"].mean(),
             "score_real_video": real_logits["video"].mean(),
+            # StyleGAN2-ADA's overfitting heuristic r_t = E[sign(D(real))]: near 1, D has memorised the reals.
+            "sign_real_image": real_logits["image"].sign().mean(),
+            "sign_real_video": real_logits["video"].sign().mean(),
         }
 
     def discriminator_r1(self, ctx: PhaseContext) -> dict[str, Tensor]:
