@@ -166,6 +166,27 @@ def test_camera_changes_only_the_view() -> None:
     assert not torch.allclose(front_view["image_raw"], side_view["image_raw"])
 
 
+@pytest.mark.parametrize("sr_noise", ["none", "random"])
+def test_superresolution_noise_follows_the_config(sr_noise: str) -> None:
+    """EG3D's default: no per-pixel noise in the SR layers, even when the synthesis noise is random."""
+    torch.manual_seed(0)
+    generator = TriplaneGenerator(preset("tiny", superresolution_noise_mode=sr_noise)).eval()
+    z, label = torch.randn(1, generator.config.z_dim), Camera.frontal().to_label()
+
+    def image() -> torch.Tensor:
+        torch.manual_seed(1)  # the same synthesis noise and ray jitter every time
+        with torch.no_grad():
+            return generator(z, label, camera=label, noise_mode="random")["image"]
+
+    before = image()
+    with torch.no_grad():
+        for name, parameter in generator.superresolution.named_parameters():
+            if name.endswith("noise_strength"):
+                parameter.fill_(5.0)
+    changed = (image() - before).abs().amax()
+    assert changed == 0 if sr_noise == "none" else changed > 1e-2
+
+
 def test_checkpoint_loads_same_generator(dataset: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(TrainRequest(model="eg3d", data=dataset, out=run, preset="tiny", kimg=0.004, progress=False))

@@ -397,6 +397,37 @@ def test_fake_pair_frames_share_noise(video_dataset: Path, monkeypatch: pytest.M
     assert (fake["image"] - again["image"]).abs().amax() > 1e-2, "noise is not random between pairs"
 
 
+@pytest.mark.parametrize("sr_noise", ["none", "random"])
+def test_superresolution_noise_follows_the_config(sr_noise: str) -> None:
+    """As EG3D: the SR layers draw no per-pixel noise by default (it showed as speckle in training)."""
+    torch.manual_seed(0)
+    generator = NeRFFaceShopGenerator(preset("tiny", superresolution_noise_mode=sr_noise)).eval()
+    z, m, label = (
+        torch.randn(1, generator.config.z_dim),
+        torch.randn(1, generator.config.motion_dim),
+        Camera.frontal().to_label(),
+    )
+
+    def images() -> dict[str, torch.Tensor]:
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return generator(z, label, m, lights(1), camera=label, noise_mode="random")
+
+    before = images()
+    with torch.no_grad():
+        for name, parameter in generator.superresolution.named_parameters():
+            if name.endswith("noise_strength"):
+                parameter.fill_(5.0)
+    after = images()
+    for key in ("image", "albedo"):
+        changed = (after[key] - before[key]).abs().amax()
+        assert changed == 0 if sr_noise == "none" else changed > 1e-2, key
+    with pytest.raises(ValueError, match="superresolution_noise_mode"):
+        NeRFFaceShopGenerator(preset("tiny", superresolution_noise_mode="loud")).eval()(
+            z, label, m, lights(1), camera=label
+        )
+
+
 def test_train_resume_and_render(video_dataset: Path, tmp_path: Path) -> None:
     def request(out: Path, **kw) -> TrainRequest:
         return TrainRequest(

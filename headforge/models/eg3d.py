@@ -37,6 +37,11 @@ class EG3DConfig:
     The output resolution follows the dataset; the preset fixes the neural
     rendering resolution, so the super-resolution factor is derived:
     ``output_resolution / sr_input_resolution``.
+
+    ``superresolution_noise_mode``: "none" (EG3D's ``--sr_noise_mode``
+    default: no per-pixel noise in the super-resolution layers, whatever the
+    synthesis noise) or "random" (they follow the generator's noise mode:
+    random in training, "const" / "none" when the caller asks for them).
     """
 
     # Latents and conditioning.
@@ -67,6 +72,7 @@ class EG3DConfig:
     output_resolution: int = 512
     sr_channel_base: int = 32768
     sr_channel_max: int = 512
+    superresolution_noise_mode: str = "none"
     # Discriminator.
     d_channel_base: int = 32768
     d_channel_max: int = 512
@@ -89,6 +95,13 @@ class EG3DConfig:
     ema_rampup: float | None = 0.05
     truncation_psi: float = 0.7
     truncation_cutoff: int | None = 14
+
+    def superresolution_noise(self, noise_mode: str) -> str:
+        """The super-resolution layers' noise mode when the generator runs with ``noise_mode``."""
+        mode = self.superresolution_noise_mode
+        if mode not in ("none", "random"):
+            raise ValueError(f"superresolution_noise_mode must be 'none' or 'random', got {mode!r}")
+        return "none" if mode == "none" else noise_mode
 
     @property
     def sr_input_resolution(self) -> int:
@@ -296,7 +309,9 @@ class TriplaneGenerator(nn.Module):
         self, raw: dict[str, torch.Tensor], ws: torch.Tensor, noise_mode: str = "random"
     ) -> torch.Tensor:
         """The final image (B, 3, H, W) from ``render_raw``'s output and the styles."""
-        return self.superresolution(raw["image_raw"], raw["features"], ws, noise_mode=noise_mode)
+        return self.superresolution(
+            raw["image_raw"], raw["features"], ws, noise_mode=self.config.superresolution_noise(noise_mode)
+        )
 
     def render_planes(
         self,

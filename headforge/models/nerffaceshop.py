@@ -311,7 +311,9 @@ class NeRFFaceShopGenerator(nn.Module):
             source = "albedo" if shading_planes is None else name  # unlit: the image is the albedo
             if source not in out:
                 rgb, features = passes[source]
-                out[source] = self.superresolution(rgb, features, ws, noise_mode=noise_mode)
+                out[source] = self.superresolution(
+                    rgb, features, ws, noise_mode=self.config.superresolution_noise(noise_mode)
+                )
             out[name] = out[source]
         return out
 
