@@ -75,6 +75,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=2,
         help="how many of the newest checkpoints stay on disk (default 2; more keeps a way back)",
     )
+    p.add_argument(
+        "--accept-config-change",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="with --resume: let this config field (e.g. superresolution_noise_mode) differ from the "
+        "checkpoint's and continue with the new value; recorded in RUN/config_changes.jsonl (repeatable)",
+    )
     p.add_argument("--snapshot-every", type=int, default=None, help="steps between image grids")
     p.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
     p.add_argument("--mixed-precision", action="store_true", help="autocast + grad scaling on CUDA")
@@ -119,6 +127,7 @@ def _run_train(args: argparse.Namespace) -> int:
             device=default_device(args.device),
             checkpoint_every=args.checkpoint_every,
             keep_checkpoints=args.keep_checkpoints,
+            accept_config_changes=tuple(args.accept_config_change),
             snapshot_every=args.snapshot_every,
             workers=args.workers,
             mixed_precision=args.mixed_precision,

@@ -147,8 +147,37 @@ def test_resume_rejects_a_different_config(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="headforge.training"):
         build_trainer(tmp_path, steps=2, resume=True).train()
     assert "no checkpoint" in caplog.text and "starting fresh" in caplog.text
-    with pytest.raises(CheckpointError, match="latents_from_data"):
+    with pytest.raises(CheckpointError, match="latents_from_data.*--accept-config-change"):
         build_trainer(tmp_path, steps=4, latents_from_data=True, resume=True).train()
+    assert not (tmp_path / "config_changes.jsonl").exists()
+
+
+def test_resume_accepts_a_named_config_change_and_records_it(tmp_path, caplog):
+    build_trainer(tmp_path, steps=2).train()
+    with pytest.raises(CheckpointError, match="latents_from_data"):  # another field does not open the door
+        build_trainer(
+            tmp_path, steps=4, latents_from_data=True, resume=True, accept_config_changes=("z_dim",)
+        ).train()
+    with caplog.at_level(logging.WARNING, logger="headforge.training"):
+        trainer = build_trainer(
+            tmp_path,
+            steps=4,
+            latents_from_data=True,
+            resume=True,
+            accept_config_changes=("latents_from_data",),
+        )
+        trainer.train()
+    assert trainer.resumed_from == 2 and trainer.step == 4
+    assert "changed config (accepted)" in caplog.text
+    (record,) = [json.loads(line) for line in (tmp_path / "config_changes.jsonl").read_text().splitlines()]
+    assert record["step"] == 2
+    assert record["changes"] == {"latents_from_data": {"stored": False, "now": True}}
+    # The new checkpoints carry the new config: a plain resume needs no acceptance any more.
+    assert (
+        read_checkpoint_meta(tmp_path / "checkpoints" / "step-00000004")["config"]["latents_from_data"]
+        is True
+    )
+    build_trainer(tmp_path, steps=6, latents_from_data=True, resume=True).train()
 
 
 def test_resume_after_sigkill_equals_unbroken_run(tmp_path, unbroken_run):

@@ -41,6 +41,7 @@ class TrainRequest:
     kimg: float | None = None
     batch: int | None = None
     resume: bool = False
+    accept_config_changes: tuple[str, ...] = ()
     skip_bad: bool = False
     seed: int = 0
     device: str = "cpu"
@@ -116,6 +117,7 @@ def build_trainer(request: TrainRequest) -> Trainer:
         keep_checkpoints=request.keep_checkpoints,
         image_snapshot_fn=plan.image_snapshot_fn,
         resume=request.resume,
+        accept_config_changes=request.accept_config_changes,
         max_steps=request.max_steps,
         on_step_start=plan.on_step_start,
         on_step_end=plan.on_step_end,

@@ -100,6 +100,10 @@ class Trainer:
             ``no_grad`` on rank 0; it should use fixed latents of its own.
         image_grid: ``(cols, rows)`` of the snapshot grid.
         resume: continue from the newest valid checkpoint in ``out_dir`` if any.
+        accept_config_changes: config fields (dotted path or last name, e.g.
+            ``superresolution_noise_mode``) that may differ from the stored config on
+            resume; the run continues with the new values and ``config_changes.jsonl``
+            in ``out_dir`` records the step and the old and new values.
         max_steps: stop after this many steps in total (tests, smoke runs).
         on_step_start, on_step_end: hooks called with a :class:`StepInfo` on every rank.
         progress: show a tqdm bar on rank 0 (``None`` = when stderr is a terminal).
@@ -132,6 +136,7 @@ class Trainer:
         image_snapshot_fn: Callable[[Mapping[str, nn.Module]], Tensor] | None = None,
         image_grid: tuple[int, int] | None = None,
         resume: bool = False,
+        accept_config_changes: Sequence[str] = (),
         max_steps: int | None = None,
         on_step_start: Callable[[StepInfo], None] | None = None,
         on_step_end: Callable[[StepInfo], None] | None = None,
@@ -165,6 +170,7 @@ class Trainer:
         self.image_snapshot_fn = image_snapshot_fn
         self.image_grid = image_grid
         self.resume = resume
+        self.accept_config_changes = tuple(accept_config_changes)
         self.on_step_start = on_step_start
         self.on_step_end = on_step_end
         self.progress = sys.stderr.isatty() if progress is None else progress

@@ -12,8 +12,10 @@ Checkpoint layout written by the trainer (see :mod:`headforge.training.checkpoin
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -144,6 +146,33 @@ def restore_checkpoint(
         restore_rng_state(tensors, meta["rng"])
 
 
+_ABSENT = "<absent>"
+
+
+def _config_value(config: Any, where: str) -> Any:
+    """The value at a dotted path of a JSON-like config, or ``"<absent>"``."""
+    for key in where.split("."):
+        if not isinstance(config, dict) or key not in config:
+            return _ABSENT
+        config = config[key]
+    return config
+
+
+def record_config_changes(
+    trainer: Trainer, stem: Path | str, step: int, stored: Mapping[str, Any], changed: Sequence[str]
+) -> None:
+    """Log the accepted config changes of a resume and append them to ``out_dir/config_changes.jsonl``."""
+    changes = {
+        where: {"stored": _config_value(stored, where), "now": _config_value(trainer.config, where)}
+        for where in changed
+    }
+    _log.warning("resuming %s with a changed config (accepted): %s", stem, changes)
+    if trainer.dist.is_main:
+        trainer.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(trainer.out_dir / "config_changes.jsonl", "a", encoding="utf-8") as log:
+            log.write(json.dumps({"step": step, "checkpoint": str(stem), "changes": changes}) + "\n")
+
+
 def resume_from_latest(trainer: Trainer) -> None:
     """Load the newest valid checkpoint of ``trainer.checkpoints`` into ``trainer``, if there is one.
 
@@ -159,12 +188,21 @@ def resume_from_latest(trainer: Trainer) -> None:
         _log.info("no checkpoint in %s; starting fresh", trainer.checkpoints.directory)
         return
     stem, tensors, meta = loaded
-    differences = config_differences(meta.get("config", {}), trainer.config)
-    if differences:
+    stored_config = meta.get("config", {})
+    differences = config_differences(stored_config, trainer.config)
+    accepted = [
+        where
+        for where in differences
+        if where in trainer.accept_config_changes or where.rsplit(".", 1)[-1] in trainer.accept_config_changes
+    ]
+    refused = [where for where in differences if where not in accepted]
+    if refused:
         raise CheckpointError(
-            f"config of {stem}.json differs from this run at: {', '.join(differences[:10])}; "
-            "use a new out_dir or the stored config"
+            f"config of {stem}.json differs from this run at: {', '.join(refused[:10])}; "
+            "use a new out_dir, the stored config, or accept the change with --accept-config-change FIELD"
         )
+    if accepted:
+        record_config_changes(trainer, stem, int(meta["step"]), stored_config, accepted)
     if meta.get("batch_size") != trainer.batch_size:
         raise CheckpointError(
             f"{stem}.json was trained with batch_size {meta.get('batch_size')}, not {trainer.batch_size}"
