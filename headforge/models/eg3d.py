@@ -96,12 +96,14 @@ class EG3DConfig:
     truncation_psi: float = 0.7
     truncation_cutoff: int | None = 14
 
-    def superresolution_noise(self, noise_mode: str) -> str:
-        """The super-resolution layers' noise mode when the generator runs with ``noise_mode``."""
+    def __post_init__(self) -> None:
         mode = self.superresolution_noise_mode
         if mode not in ("none", "random"):
             raise ValueError(f"superresolution_noise_mode must be 'none' or 'random', got {mode!r}")
-        return "none" if mode == "none" else noise_mode
+
+    def superresolution_noise(self, noise_mode: str) -> str:
+        """The super-resolution layers' noise mode when the generator runs with ``noise_mode``."""
+        return "none" if self.superresolution_noise_mode == "none" else noise_mode
 
     @property
     def sr_input_resolution(self) -> int:

@@ -75,6 +75,7 @@ class NeRFFaceShopConfig(EG3DConfig):
     pair_tau: float = 1.3
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.pair_sampling not in ("adaptive", "uniform"):
             raise ValueError(f"pair_sampling must be 'adaptive' or 'uniform', got {self.pair_sampling!r}")
 

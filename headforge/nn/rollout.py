@@ -306,6 +306,9 @@ class RolloutSynthesisLayer(nn.Module):
         self.layer = SynthesisLayer(
             NUM_PLANES * in_channels, out_channels, w_dim, resolution, up=up, **layer_kwargs
         )
+        self.border = _border_lines(
+            self.layer.weight.shape[-1], self.layer.padding, max(filter_size(self.layer.resample_filter)), up
+        )
 
     def forward(
         self, x: Tensor, w: Tensor, noise_mode: str = "random", fused_modconv: bool = True, gain: float = 1.0
@@ -314,9 +317,6 @@ class RolloutSynthesisLayer(nn.Module):
         (:func:`axis_aware_convolution`) always shares one weight across the batch."""
         batch, num_planes, channels, height, width = x.shape
         layer = self.layer
-        border = _border_lines(
-            layer.weight.shape[-1], layer.padding, max(filter_size(layer.resample_filter)), layer.up
-        )
 
         def convolve(images: Tensor, weight: Tensor) -> Tensor:  # the layer's own (up-sampling) convolution
             return conv2d_resample(
@@ -334,7 +334,7 @@ class RolloutSynthesisLayer(nn.Module):
             noise_mode=noise_mode,
             gain=gain,
             linear=lambda styles, weight: axis_aware_convolution(
-                x, styles, weight, convolve, border, layer.up, self.layout
+                x, styles, weight, convolve, self.border, layer.up, self.layout
             ),
         )
         return y.reshape(batch, num_planes, *y.shape[1:])

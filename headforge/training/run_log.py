@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,8 +90,14 @@ class RunLog:
             for tag, value in values.items():
                 self._writer.add_scalar(tag, value, global_step=step)
             self._writer.flush()
-        with open(self.out_dir / "stats.jsonl", "a") as handle:
-            handle.write(json.dumps({"step": step, **values}) + "\n")
+        self.append_record("stats.jsonl", {"step": step, **values})
+
+    def append_record(self, name: str, record: Mapping[str, Any]) -> None:
+        """Append one JSON object as a line to ``OUT/name`` (``stats.jsonl``, ``config_changes.jsonl``)."""
+        if not self.enabled:
+            return
+        with open(self.out_dir / name, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
 
     def images(self, tag: str, step: int, images: Tensor, grid: tuple[int, int] | None = None) -> Path | None:
         """Save ``images`` ((N, C, H, W) in [-1, 1]) as ``images/{tag}-{step:08d}.png`` and to TensorBoard."""

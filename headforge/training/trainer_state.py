@@ -12,7 +12,6 @@ Checkpoint layout written by the trainer (see :mod:`headforge.training.checkpoin
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -167,10 +166,9 @@ def record_config_changes(
         for where in changed
     }
     _log.warning("resuming %s with a changed config (accepted): %s", stem, changes)
-    if trainer.dist.is_main:
-        trainer.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(trainer.out_dir / "config_changes.jsonl", "a", encoding="utf-8") as log:
-            log.write(json.dumps({"step": step, "checkpoint": str(stem), "changes": changes}) + "\n")
+    trainer.run_log.append_record(
+        "config_changes.jsonl", {"step": step, "checkpoint": str(stem), "changes": changes}
+    )
 
 
 def resume_from_latest(trainer: Trainer) -> None:
