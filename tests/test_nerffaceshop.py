@@ -479,3 +479,64 @@ def test_train_resume_and_render(video_dataset: Path, tmp_path: Path) -> None:
             noise_mode="const",
         )
     assert out["image"].shape == (1, 3, 32, 32) and torch.isfinite(out["image"]).all()
+
+
+def test_adaptive_augmentation_trains_checkpoints_and_joins_a_running_run(
+    video_dataset: Path, tmp_path: Path
+) -> None:
+    """ADA in a real run: p is logged, saved, restored, and can be switched on when resuming."""
+    from headforge.training.checkpoint_state import CheckpointError
+
+    ada = {"augment": "ada", "augment_p": 0.5, "ada_kimg": 0.01, "ada_interval": 1}  # p moves 0.2 a step
+
+    def request(out: Path, overrides: dict, **kw) -> TrainRequest:
+        return TrainRequest(
+            model="nerffaceshop",
+            data=video_dataset,
+            out=out,
+            preset="tiny",
+            kimg=0.006,
+            progress=False,
+            checkpoint_every=1,
+            keep_checkpoints=4,
+            overrides=overrides,
+            **kw,
+        )
+
+    train(request(tmp_path / "unbroken", ada))
+    train(request(tmp_path / "broken", ada, max_steps=2))
+    train(request(tmp_path / "broken", ada, resume=True))
+    unbroken, _ = load_checkpoint(latest_checkpoint(tmp_path / "unbroken"))
+    resumed, _ = load_checkpoint(latest_checkpoint(tmp_path / "broken"))
+    p_values = [
+        float(load_checkpoint(stem)[0]["augment.p"])
+        for stem in sorted((tmp_path / "unbroken" / "checkpoints").glob("*.json"))
+    ]
+    # Each step moves p by exactly +-0.2 (r_t is never exactly the target here) within [0, 1].
+    steps = np.diff([0.5, *p_values])
+    assert len(p_values) == 3 and np.allclose(np.abs(steps), 0.2) or np.allclose(p_values[-1], [0.0, 1.0])
+    assert float(resumed["augment.p"]) == pytest.approx(float(unbroken["augment.p"]))
+    for key in (k for k in unbroken if k.split(".")[0] in ("G", "D")):
+        torch.testing.assert_close(resumed[key], unbroken[key], rtol=0, atol=1e-6, msg=key)
+    logged = [json.loads(line) for line in (tmp_path / "unbroken" / "stats.jsonl").read_text().splitlines()]
+    # The log averages p over the steps of a row: steps 0, 1, 2 ran at 0.5 and the next two values.
+    logged_p = [row["Dmain/augment_p"] for row in logged if "Dmain/augment_p" in row]
+    assert logged_p[-1] == pytest.approx(np.mean([0.5, *p_values[:2]]))
+
+    # A run that started without augmentation refuses to resume with it unless the change is accepted.
+    train(request(tmp_path / "plain", {}, max_steps=2))
+    with pytest.raises(CheckpointError, match="accept-config-change"):
+        train(request(tmp_path / "plain", ada, resume=True))
+    train(
+        request(
+            tmp_path / "plain",
+            ada,
+            resume=True,
+            accept_config_changes=("augment", "augment_p", "ada_kimg", "ada_interval"),
+        )
+    )
+    record = json.loads((tmp_path / "plain" / "config_changes.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 2 and record["new_networks"] == ["augment"]
+    assert record["changes"]["model_config.augment"] == {"stored": "none", "now": "ada"}
+    latest, meta = load_checkpoint(latest_checkpoint(tmp_path / "plain"))
+    assert meta["step"] == 3 and float(latest["augment.p"]) in (pytest.approx(0.3), pytest.approx(0.7))

@@ -42,6 +42,12 @@ class EG3DConfig:
     default: no per-pixel noise in the super-resolution layers, whatever the
     synthesis noise) or "random" (they follow the generator's noise mode:
     random in training, "const" / "none" when the caller asks for them).
+
+    Discriminator augmentation (StyleGAN2-ADA, ``headforge.training.augment``;
+    EG3D trains AFHQ with it): ``augment`` "none", "ada" (probability adapted
+    towards ``ada_target`` of E[sign(D(real))], moving at most from 0 to 1
+    over ``ada_kimg`` thousand images, checked every ``ada_interval`` steps)
+    or "fixed" (probability ``augment_p`` throughout; also ADA's start value).
     """
 
     # Latents and conditioning.
@@ -95,11 +101,20 @@ class EG3DConfig:
     ema_rampup: float | None = 0.05
     truncation_psi: float = 0.7
     truncation_cutoff: int | None = 14
+    augment: str = "none"
+    augment_p: float = 0.0
+    ada_target: float = 0.6
+    ada_kimg: float = 500.0
+    ada_interval: int = 4
 
     def __post_init__(self) -> None:
         mode = self.superresolution_noise_mode
         if mode not in ("none", "random"):
             raise ValueError(f"superresolution_noise_mode must be 'none' or 'random', got {mode!r}")
+        if self.augment not in ("none", "ada", "fixed"):
+            raise ValueError(f"augment must be 'none', 'ada' or 'fixed', got {self.augment!r}")
+        if not 0.0 <= self.augment_p <= 1.0:
+            raise ValueError(f"augment_p must be in [0, 1], got {self.augment_p}")
 
     def superresolution_noise(self, noise_mode: str) -> str:
         """The super-resolution layers' noise mode when the generator runs with ``noise_mode``."""

@@ -121,15 +121,24 @@ def build_checkpoint(trainer: Trainer) -> tuple[dict[str, Tensor], dict]:
 
 
 def restore_checkpoint(
-    trainer: Trainer, tensors: Mapping[str, Tensor], meta: Mapping[str, Any], restore_rng: bool = True
+    trainer: Trainer,
+    tensors: Mapping[str, Tensor],
+    meta: Mapping[str, Any],
+    restore_rng: bool = True,
+    new_networks: Sequence[str] = (),
 ) -> None:
     """Load networks, optimisers, grad scalers and (optionally) RNG states into ``trainer``.
+
+    ``new_networks`` name networks the checkpoint predates (added by an
+    accepted config change, e.g. an augmentation pipeline): they keep the
+    state they were built with.
 
     Raises:
         CheckpointError: a network or optimiser of the trainer is missing from the checkpoint.
     """
     for name, module in trainer.networks.items():
-        load_module_state(module, tensors, f"{name}.")
+        if name not in new_networks:
+            load_module_state(module, tensors, f"{name}.")
     saved_optimizers = meta.get("optimizers", {})
     for key, optimizer in trainer.optimizers.items():
         if key not in saved_optimizers:
@@ -158,7 +167,12 @@ def _config_value(config: Any, where: str) -> Any:
 
 
 def record_config_changes(
-    trainer: Trainer, stem: Path | str, step: int, stored: Mapping[str, Any], changed: Sequence[str]
+    trainer: Trainer,
+    stem: Path | str,
+    step: int,
+    stored: Mapping[str, Any],
+    changed: Sequence[str],
+    new_networks: Sequence[str] = (),
 ) -> None:
     """Log the accepted config changes of a resume and append them to ``out_dir/config_changes.jsonl``."""
     changes = {
@@ -166,9 +180,11 @@ def record_config_changes(
         for where in changed
     }
     _log.warning("resuming %s with a changed config (accepted): %s", stem, changes)
-    trainer.run_log.append_record(
-        "config_changes.jsonl", {"step": step, "checkpoint": str(stem), "changes": changes}
-    )
+    record: dict[str, Any] = {"step": step, "checkpoint": str(stem), "changes": changes}
+    if new_networks:
+        _log.warning("networks new since %s start from their initial state: %s", stem, list(new_networks))
+        record["new_networks"] = list(new_networks)
+    trainer.run_log.append_record("config_changes.jsonl", record)
 
 
 def resume_from_latest(trainer: Trainer) -> None:
@@ -199,8 +215,16 @@ def resume_from_latest(trainer: Trainer) -> None:
             f"config of {stem}.json differs from this run at: {', '.join(refused[:10])}; "
             "use a new out_dir, the stored config, or accept the change with --accept-config-change FIELD"
         )
+    # A network the checkpoint does not describe can only come from a deliberate config change.
+    new_networks = [name for name in trainer.networks if name not in meta.get("networks", trainer.networks)]
+    if new_networks and not accepted:
+        raise CheckpointError(
+            f"{stem}.json has no state for the networks {new_networks} of this run; "
+            "use the stored config, or accept the config change that adds them "
+            "with --accept-config-change FIELD"
+        )
     if accepted:
-        record_config_changes(trainer, stem, int(meta["step"]), stored_config, accepted)
+        record_config_changes(trainer, stem, int(meta["step"]), stored_config, accepted, new_networks)
     if meta.get("batch_size") != trainer.batch_size:
         raise CheckpointError(
             f"{stem}.json was trained with batch_size {meta.get('batch_size')}, not {trainer.batch_size}"
@@ -211,7 +235,7 @@ def resume_from_latest(trainer: Trainer) -> None:
             meta.get("world_size"),
             trainer.dist.world_size,
         )
-    restore_checkpoint(trainer, tensors, meta, restore_rng=trainer.dist.is_main)
+    restore_checkpoint(trainer, tensors, meta, restore_rng=trainer.dist.is_main, new_networks=new_networks)
     trainer.step = int(meta["step"])
     trainer.resumed_from = trainer.step
     trainer.last_checkpoint = stem

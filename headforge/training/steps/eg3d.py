@@ -17,6 +17,7 @@ first 200 kimg; the neural rendering resolution follows EG3D's schedule.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -38,7 +39,7 @@ from headforge.training.schedules import (
     conditioning_swap_probability,
     neural_rendering_resolution,
 )
-from headforge.training.steps.common import adversarial_networks
+from headforge.training.steps.common import adapt_augmentation, adversarial_networks
 
 
 class EG3DObjective:
@@ -88,6 +89,29 @@ class EG3DObjective:
         )
         return output, camera
 
+    def discriminate(
+        self, ctx: PhaseContext, images: dict[str, Tensor], conditioning: Tensor, real: bool = False
+    ) -> Any:
+        """D's logits for ``images`` after the run's augmentation (``ctx.networks["augment"]``, if any).
+
+        Every image D sees goes through the same pipeline (StyleGAN2-ADA):
+        fakes in Gmain and Dmain, reals in Dmain and R1. With ``real`` the
+        logits feed the augmentation's overfitting estimate r_t.
+        """
+        augment = ctx.networks.get("augment")
+        if augment is not None:
+            images = augment(images, ctx.generator)
+        logits = ctx.networks["D"](images, conditioning, self.blur(ctx.cur_nimg))
+        if real and augment is not None:
+            augment.accumulate(torch.cat([value.flatten() for value in _logit_tensors(logits)]))
+        return logits
+
+    @staticmethod
+    def augment_probability(ctx: PhaseContext) -> dict[str, Tensor]:
+        """``{"augment_p": p}`` to log when the run augments, else nothing."""
+        augment = ctx.networks.get("augment")
+        return {} if augment is None else {"augment_p": augment.p.detach().clone()}
+
     def real_images(self, ctx: PhaseContext) -> dict[str, Tensor]:
         image = ctx.batch["image"]
         return {"image": image, "image_raw": filtered_resize(image, self.rendering_resolution(ctx.cur_nimg))}
@@ -95,7 +119,7 @@ class EG3DObjective:
     # ------------------------------------------------------------------ phases
     def generator_main(self, ctx: PhaseContext) -> dict[str, Tensor]:
         fake, camera = self.generate(ctx)
-        logits = ctx.networks["D"](fake, camera, blur_sigma=self.blur(ctx.cur_nimg))
+        logits = self.discriminate(ctx, {"image": fake["image"], "image_raw": fake["image_raw"]}, camera)
         return {"loss": nonsaturating_generator_loss(logits).mean(), "score_fake": logits.mean()}
 
     def generator_density(self, ctx: PhaseContext) -> dict[str, Tensor]:
@@ -113,23 +137,33 @@ class EG3DObjective:
         return {"loss": smoothness * self.config.density_reg * ctx.gain, "density_tv": smoothness}
 
     def discriminator_main(self, ctx: PhaseContext) -> dict[str, Tensor]:
-        sigma = self.blur(ctx.cur_nimg)
-        discriminator = ctx.networks["D"]
         with torch.no_grad():
             fake, camera = self.generate(ctx, update_emas=True)
-        fake_logits = discriminator({"image": fake["image"], "image_raw": fake["image_raw"]}, camera, sigma)
-        real_logits = discriminator(self.real_images(ctx), ctx.batch["camera"], sigma)
+        fake_logits = self.discriminate(ctx, {"image": fake["image"], "image_raw": fake["image_raw"]}, camera)
+        real_logits = self.discriminate(ctx, self.real_images(ctx), ctx.batch["camera"], real=True)
         loss = discriminator_fake_loss(fake_logits).mean() + discriminator_real_loss(real_logits).mean()
-        return {"loss": loss, "score_fake": fake_logits.mean(), "score_real": real_logits.mean()}
+        return {
+            "loss": loss,
+            "score_fake": fake_logits.mean(),
+            "score_real": real_logits.mean(),
+            # StyleGAN2-ADA's overfitting heuristic r_t = E[sign(D(real))]: near 1, D has memorised the reals.
+            "sign_real": real_logits.sign().mean(),
+            **self.augment_probability(ctx),
+        }
 
     def discriminator_r1(self, ctx: PhaseContext) -> dict[str, Tensor]:
         real = {key: value.detach().requires_grad_(True) for key, value in self.real_images(ctx).items()}
-        logits = ctx.networks["D"](real, ctx.batch["camera"], self.blur(ctx.cur_nimg))
+        logits = self.discriminate(ctx, real, ctx.batch["camera"])
         penalty = r1_penalty(logits, [real["image"], real["image_raw"]])
         return {
             "loss": (penalty * (self.config.r1_gamma / 2)).mean() * ctx.gain,
             "r1_penalty": penalty.mean(),
         }
+
+
+def _logit_tensors(logits: Tensor | dict[str, Tensor]) -> list[Tensor]:
+    """A discriminator's logits as a list (EG3D's D returns one tensor, NeRFFaceShop's a dict of them)."""
+    return list(logits.values()) if isinstance(logits, dict) else [logits]
 
 
 def snapshot_function(config: EG3DConfig, count: int = 8) -> Callable[[dict], Tensor]:
@@ -180,6 +214,7 @@ def build_training(config: EG3DConfig, dataset, device: torch.device) -> Trainin
         ema_kimg=config.ema_kimg,
         ema_rampup=config.ema_rampup,
         image_snapshot_fn=snapshot_function(config),
+        on_step_end=adapt_augmentation,
     )
 
 

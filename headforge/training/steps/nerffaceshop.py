@@ -57,7 +57,7 @@ from headforge.training.losses import (
 )
 from headforge.training.phases import Phase, PhaseContext
 from headforge.training.schedules import conditioning_swap_probability
-from headforge.training.steps.common import adversarial_networks
+from headforge.training.steps.common import adapt_augmentation, adversarial_networks
 from headforge.training.steps.eg3d import EG3DObjective
 
 
@@ -161,7 +161,7 @@ class NeRFFaceShopObjective(EG3DObjective):
     # ------------------------------------------------------------------ phases
     def generator_main(self, ctx: PhaseContext) -> dict[str, Tensor]:
         fake, deformation = self.generate_pair(ctx)
-        logits = ctx.networks["D"](fake, self.conditions(ctx)[2], self.blur(ctx.cur_nimg))
+        logits = self.discriminate(ctx, fake, self.conditions(ctx)[2])
         adversarial = self.adversarial(logits, nonsaturating_generator_loss)
         return {
             "loss": adversarial + deformation["minimal"],
@@ -232,13 +232,11 @@ class NeRFFaceShopObjective(EG3DObjective):
         return {"loss": total * ctx.gain, **losses}
 
     def discriminator_main(self, ctx: PhaseContext) -> dict[str, Tensor]:
-        sigma = self.blur(ctx.cur_nimg)
-        discriminator = ctx.networks["D"]
         condition = self.conditions(ctx)[2]
         with torch.no_grad():
             fake, _ = self.generate_pair(ctx, update_emas=True)
-        fake_logits = discriminator(fake, condition, sigma)
-        real_logits = discriminator(self.real_pair(ctx), condition, sigma)
+        fake_logits = self.discriminate(ctx, fake, condition)
+        real_logits = self.discriminate(ctx, self.real_pair(ctx), condition, real=True)
         loss = self.adversarial(fake_logits, discriminator_fake_loss) + self.adversarial(
             real_logits, discriminator_real_loss
         )
@@ -251,11 +249,12 @@ class NeRFFaceShopObjective(EG3DObjective):
             # StyleGAN2-ADA's overfitting heuristic r_t = E[sign(D(real))]: near 1, D has memorised the reals.
             "sign_real_image": real_logits["image"].sign().mean(),
             "sign_real_video": real_logits["video"].sign().mean(),
+            **self.augment_probability(ctx),
         }
 
     def discriminator_r1(self, ctx: PhaseContext) -> dict[str, Tensor]:
         real = {key: value.detach().requires_grad_(True) for key, value in self.real_pair(ctx).items()}
-        logits = ctx.networks["D"](real, self.conditions(ctx)[2], self.blur(ctx.cur_nimg))
+        logits = self.discriminate(ctx, real, self.conditions(ctx)[2])
         inputs = [real["image"], real["image_raw"]]
         penalty = r1_penalty(logits["image"], inputs) + self.config.video_weight * r1_penalty(
             logits["video"], inputs
@@ -363,6 +362,7 @@ def build_training(config: NeRFFaceShopConfig, dataset, device: torch.device) ->
         ema_kimg=config.ema_kimg,
         ema_rampup=config.ema_rampup,
         image_snapshot_fn=snapshot_function(config),
+        on_step_end=adapt_augmentation,
     )
 
 
