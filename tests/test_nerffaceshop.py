@@ -525,6 +525,11 @@ def test_adaptive_augmentation_trains_checkpoints_and_joins_a_running_run(
 
     # A run that started without augmentation refuses to resume with it unless the change is accepted.
     train(request(tmp_path / "plain", {}, max_steps=2))
+    # As if its checkpoint predated the ada_target field: a field at its default needs no acceptance.
+    stored = latest_checkpoint(tmp_path / "plain").with_suffix(".json")
+    meta = json.loads(stored.read_text())
+    del meta["meta"]["config"]["model_config"]["ada_target"]
+    stored.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="accept-config-change"):
         train(request(tmp_path / "plain", ada, resume=True))
     train(

@@ -263,3 +263,20 @@ def test_image_grid_layout(tmp_path):
     assert (picture[2:, 4:] == 0).all()  # empty cell
     reloaded = np.asarray(Image.open(tmp_path / "grid.png"))
     assert np.array_equal(reloaded, picture)
+
+
+def test_config_differences_ignore_new_fields_left_at_their_default():
+    from headforge.training.trainer_state import config_differences
+
+    stored = {"model": "m", "model_config": {"a": 1}}
+    live = {"model": "m", "model_config": {"a": 1, "new": "none", "other": 3}}
+    defaults = {"model_config": {"a": 0, "new": "none", "other": 2}}
+    # "new" predates the stored run and keeps its default: no change; "other" is not its default.
+    assert config_differences(stored, live, defaults=defaults) == ["model_config.other"]
+    assert config_differences(stored, live) == ["model_config.new", "model_config.other"]
+    # A field present in both is compared as it is, whatever its default.
+    assert config_differences({"model_config": {"a": 5}}, {"model_config": {"a": 0}}, defaults=defaults) == [
+        "model_config.a"
+    ]
+    # A field that disappeared is a difference.
+    assert config_differences({"x": 1}, {}, defaults={"x": 1}) == ["x"]

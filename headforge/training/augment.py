@@ -301,10 +301,14 @@ class AdaptiveAugment(nn.Module):
         eye = torch.eye(3, device=geometric.device)
         moved = (geometric != eye).flatten(1).any(dim=1)
         colored = (color != torch.eye(3, 4, device=color.device)).flatten(1).any(dim=1)
-        return {key: self._transform(value, geometric, moved, color, colored) for key, value in images.items()}
+        return {
+            key: self._transform(value, geometric, moved, color, colored) for key, value in images.items()
+        }
 
     @staticmethod
-    def _transform(images: Tensor, geometric: Tensor, moved: Tensor, color: Tensor, colored: Tensor) -> Tensor:
+    def _transform(
+        images: Tensor, geometric: Tensor, moved: Tensor, color: Tensor, colored: Tensor
+    ) -> Tensor:
         """Colour then resample the samples whose transforms are not the identity."""
         batch, channels, height, width = images.shape[0], *images.shape[-3:]
         if channels != 3:

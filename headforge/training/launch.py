@@ -105,6 +105,7 @@ def build_trainer(request: TrainRequest) -> Trainer:
         total_kimg=kimg,
         out_dir=request.out,
         config={"model": spec.name, "model_config": config.to_dict()},
+        config_defaults={"model_config": type(config)().to_dict()},
         ema_of=plan.ema_of,
         ema_kimg=plan.ema_kimg,
         ema_rampup=plan.ema_rampup,

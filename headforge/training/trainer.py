@@ -81,6 +81,9 @@ class Trainer:
         out_dir: run folder (``checkpoints/``, ``tensorboard/``, ``stats.jsonl``, ``images/``).
         config: JSON-able description from which the networks can be rebuilt;
             stored in every checkpoint and compared on resume.
+        config_defaults: the defaults of ``config``'s fields, same nesting: on
+            resume, a field the checkpoint's config lacks (it was written before
+            the field existed) is no change when its value here is the default.
         ema_of: ``{ema_name: source_name}``, e.g. ``{"G_ema": "G"}``.
         ema_kimg, ema_rampup: EMA half-life and ramp-up (see :mod:`~headforge.training.ema`).
         seed: base seed of everything random.
@@ -120,6 +123,7 @@ class Trainer:
         out_dir: str | Path,
         config: Mapping[str, Any] | None = None,
         *,
+        config_defaults: Mapping[str, Any] | None = None,
         ema_of: Mapping[str, str] | None = None,
         ema_kimg: float = 10.0,
         ema_rampup: float | None = 0.05,
@@ -159,6 +163,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         # The JSON round trip makes the stored and the live config comparable (tuples -> lists).
         self.config = json.loads(json.dumps(dict(config or {})))
+        self.config_defaults = json.loads(json.dumps(dict(config_defaults or {})))
         self.ema = ExponentialMovingAverage(ema_kimg, ema_rampup)
         self.seed = seed
         self.use_amp = mixed_precision and self.device.type == "cuda"

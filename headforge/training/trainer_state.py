@@ -75,16 +75,28 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def config_differences(stored: Any, live: Any, path: str = "") -> list[str]:
-    """Dotted paths where two JSON-like configs differ (empty when equal)."""
+_ABSENT = "<absent>"
+
+
+def config_differences(stored: Any, live: Any, path: str = "", defaults: Any = _ABSENT) -> list[str]:
+    """Dotted paths where two JSON-like configs differ (empty when equal).
+
+    ``defaults`` (same shape as ``live``) holds each field's default: a field
+    the stored config lacks (it predates the field) and whose live value is
+    its default is no difference, because a new field's default keeps the
+    behaviour the old run had.
+    """
     if isinstance(stored, dict) and isinstance(live, dict):
         differences = []
         for key in sorted(set(stored) | set(live), key=str):
             where = f"{path}.{key}" if path else str(key)
+            default = defaults.get(key, _ABSENT) if isinstance(defaults, dict) else _ABSENT
+            if key not in stored and key in live and default is not _ABSENT and live[key] == default:
+                continue
             if key not in stored or key not in live:
                 differences.append(where)
             else:
-                differences.extend(config_differences(stored[key], live[key], where))
+                differences.extend(config_differences(stored[key], live[key], where, default))
         return differences
     return [] if stored == live else [path or "<root>"]
 
@@ -154,9 +166,6 @@ def restore_checkpoint(
         restore_rng_state(tensors, meta["rng"])
 
 
-_ABSENT = "<absent>"
-
-
 def _config_value(config: Any, where: str) -> Any:
     """The value at a dotted path of a JSON-like config, or ``"<absent>"``."""
     for key in where.split("."):
@@ -203,7 +212,7 @@ def resume_from_latest(trainer: Trainer) -> None:
         return
     stem, tensors, meta = loaded
     stored_config = meta.get("config", {})
-    differences = config_differences(stored_config, trainer.config)
+    differences = config_differences(stored_config, trainer.config, defaults=trainer.config_defaults)
     accepted = [
         where
         for where in differences
