@@ -341,6 +341,45 @@ def test_pair_batches_and_sampling_switch(video_dataset: Path) -> None:
     assert item["clip"][0] == item["clip"][1] and item["frame"][0] != item["frame"][1]
 
 
+def test_fake_pair_minimal_loss_uses_the_config_weights(
+    video_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headforge.training.distributed import DistContext
+    from headforge.training.phases import PhaseContext
+    from headforge.training.steps import nerffaceshop as steps
+
+    config = preset("tiny", minimal_alpha=0.5, minimal_beta=2.0, minimal_smoothness=3.0)
+    torch.manual_seed(0)
+    generator = NeRFFaceShopGenerator(config)
+    item = get_model_spec("nerffaceshop").build_dataset(config, HeadDataset(video_dataset), 0)[0]
+    batch = {key: item[key][None] for key in ("image", "camera", "sh")}
+    seen = []
+
+    def recording(d_shape, d_exp, alpha, beta, smoothness):
+        seen.append((d_shape.shape, d_exp.shape, alpha, beta, smoothness))
+        return steps.minimal_deformation_loss.__wrapped__(d_shape, d_exp, alpha, beta, smoothness)
+
+    recording.__wrapped__ = steps.minimal_deformation_loss
+    monkeypatch.setattr(steps, "minimal_deformation_loss", recording)
+    context = PhaseContext(
+        "Gmain",
+        0,
+        10**6,
+        batch,
+        1,
+        torch.Generator().manual_seed(0),
+        torch.device("cpu"),
+        1,
+        {"G": generator},
+        DistContext(),
+    )
+    with torch.no_grad():
+        _, deformation = steps.NeRFFaceShopObjective(config, batch["camera"][0]).generate_pair(context)
+    # Every plane's shape field and both frames' expression fields, with the config's three weights.
+    assert seen == [((3, 2, 16, 16), (6, 2, 16, 16), 0.5, 2.0, 3.0)]
+    assert float(deformation["minimal"]) > 0
+
+
 def test_fake_pair_frames_share_noise(video_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With no expression change and equal conditions, the two frames of a fake pair agree, although
     synthesis noise and ray jitter are random: the second frame replays the first one's draws.

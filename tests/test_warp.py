@@ -11,6 +11,7 @@ from headforge.nn.warp import (
     compose,
     conjugate,
     displacement_magnitude,
+    displacement_roughness,
     field_gradients,
     identity_grid,
     invert,
@@ -327,6 +328,28 @@ def test_minimal_loss_hand_computed():
     assert minimal_deformation_loss(d_shape, d_exp).item() == pytest.approx(1.0 * 0.05 + 0.1 * 0.5)
     assert minimal_deformation_loss(d_shape, d_exp, alpha=0.0, beta=1.0).item() == pytest.approx(0.5)
     assert minimal_deformation_loss(None, d_exp).item() == pytest.approx(0.05)
+
+
+def test_roughness_is_zero_for_translations_and_exact_for_linear_fields():
+    translation = torch.zeros(1, 2, 8, 8, dtype=F64)
+    translation[:, 0], translation[:, 1] = 0.3, -0.2
+    assert displacement_roughness(translation).item() == 0.0
+    # d(x, y) = A (x, y) on the pixel-centre grid: forward differences are A's columns times 2 / size.
+    grid = identity_grid(8, 8, dtype=F64)[0]  # (8, 8, 2): x, y
+    a = torch.tensor([[0.1, -0.3], [0.4, 0.2]], dtype=F64)
+    linear = torch.einsum("ij,hwj->ihw", a, grid)[None]
+    step = 2.0 / 8
+    expected = torch.linalg.vector_norm(a[:, 1]) * step + torch.linalg.vector_norm(a[:, 0]) * step
+    assert displacement_roughness(linear).item() == pytest.approx(expected.item())
+    # In the loss it adds to each field's magnitude with the smoothness weight.
+    loss = minimal_deformation_loss(linear, translation, alpha=2.0, beta=0.5, smoothness=3.0)
+    by_hand = 2.0 * (displacement_magnitude(linear) + 3.0 * expected) + 0.5 * displacement_magnitude(
+        translation
+    )
+    assert loss.item() == pytest.approx(by_hand.item())
+    assert minimal_deformation_loss(linear, translation, smoothness=0.0) == minimal_deformation_loss(
+        linear, translation
+    )
 
 
 def test_truncated_backprop_keeps_the_forward_field_and_differentiates_the_last_step():

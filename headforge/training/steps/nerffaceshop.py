@@ -10,8 +10,9 @@ of every later layer, as frames of one video share the person's fine detail.
 
 * ``Gmain``: non-saturating loss on D_image (each frame) and D_video (the pair)
   plus the minimal deformation loss ``alpha |delta_shape| + beta |delta_exp|``
-  (alpha = 1, beta = 0.1). Gradients cross the fixed-point inverse of
-  delta_shape through its last step only (``warp_backprop_steps``): through
+  (alpha = 1, beta = 0.1; optionally each with the released code's
+  roughness). Gradients cross the fixed-point inverse of delta_shape through
+  its last step only (``warp_backprop_steps``): through
   all 20 they grew like Lip(delta_shape)^20 once the field folded, and a run
   of the ``small`` preset diverged at 14 kimg that way (docs/nerffaceshop.md).
 * ``Greg`` (every 4 steps): EG3D's density regulariser (0.25) and
@@ -144,6 +145,7 @@ class NeRFFaceShopObjective(EG3DObjective):
             expression.flatten(0, 2),
             config.minimal_alpha,
             config.minimal_beta,
+            config.minimal_smoothness,
         )
         shape_lipschitz = lipschitz_bound(base.shape_field.detach().flatten(0, 1)).amax()
         return fake, {"minimal": minimal, "shape_lipschitz": shape_lipschitz}
