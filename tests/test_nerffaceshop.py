@@ -378,6 +378,15 @@ def test_fake_pair_minimal_loss_uses_the_config_weights(
     # Every plane's shape field and both frames' expression fields, with the config's three weights.
     assert seen == [((3, 2, 16, 16), (6, 2, 16, 16), 0.5, 2.0, 3.0)]
     assert float(deformation["minimal"]) > 0
+    # The logged magnitudes are the fields' mean displacements: with no roughness term and alpha = 1,
+    # beta = 0 the loss is the shape magnitude itself.
+    seen.clear()
+    config = preset("tiny", minimal_alpha=1.0, minimal_beta=0.0, minimal_smoothness=0.0)
+    context.generator.manual_seed(0)
+    with torch.no_grad():
+        _, plain = steps.NeRFFaceShopObjective(config, batch["camera"][0]).generate_pair(context)
+    assert float(plain["minimal"]) == pytest.approx(float(plain["shape_magnitude"]))
+    assert 0 < float(plain["expression_magnitude"]) < 0.1  # a fresh field is near zero
 
 
 def test_fake_pair_frames_share_noise(video_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -47,7 +47,7 @@ from headforge.models.nerffaceshop import (
 from headforge.models.registry import ModelSpec, TrainingPlan
 from headforge.nn.filters import filtered_resize
 from headforge.nn.pair_discriminator import stack_conditions
-from headforge.nn.warp import lipschitz_bound, minimal_deformation_loss
+from headforge.nn.warp import displacement_magnitude, lipschitz_bound, minimal_deformation_loss
 from headforge.training.losses import (
     density_regularizer,
     discriminator_fake_loss,
@@ -111,10 +111,12 @@ class NeRFFaceShopObjective(EG3DObjective):
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """A fake pair (``image`` (b, 2, 3, H, W), ``image_raw``) and its deformation terms.
 
-        The terms: ``minimal`` (the minimal deformation loss, scalar) and
+        The terms: ``minimal`` (the minimal deformation loss, scalar),
         ``shape_lipschitz`` (detached: the largest Lipschitz bound of a plane's
         delta_shape; the inverse in ``conjugate`` converges only below 1, so
-        the training log watches it).
+        the training log watches it) and the fields' mean displacements
+        ``shape_magnitude`` and ``expression_magnitude`` (detached, normalised
+        units: 2 is the plane's width).
         """
         generator: NeRFFaceShopGenerator = ctx.networks["G"]
         config, batch = self.config, ctx.batch_size
@@ -148,7 +150,12 @@ class NeRFFaceShopObjective(EG3DObjective):
             config.minimal_smoothness,
         )
         shape_lipschitz = lipschitz_bound(base.shape_field.detach().flatten(0, 1)).amax()
-        return fake, {"minimal": minimal, "shape_lipschitz": shape_lipschitz}
+        return fake, {
+            "minimal": minimal,
+            "shape_lipschitz": shape_lipschitz,
+            "shape_magnitude": displacement_magnitude(base.shape_field.detach().flatten(0, 1)),
+            "expression_magnitude": displacement_magnitude(expression.detach().flatten(0, 2)),
+        }
 
     def real_pair(self, ctx: PhaseContext) -> dict[str, Tensor]:
         """The batch's pair (b, 2, 3, R, R) and its raw companion at the rendering resolution."""
