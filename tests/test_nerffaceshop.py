@@ -593,3 +593,60 @@ def test_adaptive_augmentation_trains_checkpoints_and_joins_a_running_run(
     assert record["changes"]["model_config.augment"] == {"stored": "none", "now": "ada"}
     latest, meta = load_checkpoint(latest_checkpoint(tmp_path / "plain"))
     assert meta["step"] == 3 and float(latest["augment.p"]) in (pytest.approx(0.3), pytest.approx(0.7))
+
+
+def test_animation_warmup_schedule_and_static_generator() -> None:
+    """delta_exp's gain is 0 during the warm-up, ramps linearly, then stays 1; at gain 0 m changes nothing."""
+    config = preset("tiny", animation_warmup_kimg=10.0, animation_ramp_kimg=5.0)
+    assert [config.expression_gain(k) for k in (0.0, 9.99, 10.0, 12.5, 15.0, 100.0)] == [0, 0, 0, 0.5, 1, 1]
+    assert preset("tiny").expression_gain(0.0) == 1.0  # the default animates from the start
+    assert preset("tiny", animation_warmup_kimg=3.0).expression_gain(3.0) == 1.0  # no ramp: a switch
+    with pytest.raises(ValueError, match="animation_warmup_kimg"):
+        preset("tiny", animation_ramp_kimg=-1.0)
+
+    torch.manual_seed(0)
+    generator = NeRFFaceShopGenerator(preset("tiny")).eval()
+    with torch.no_grad():
+        for block in generator.motion_synthesis.blocks:
+            block.torgb.layer.weight.mul_(1e3)  # a visible expression field
+    z, label = torch.randn(1, generator.config.z_dim), Camera.frontal().to_label()
+
+    def image(m: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return generator(z, label, m, lights(1), noise_mode="const", perturb=False)["image"]
+
+    m1, m2 = torch.randn(1, generator.config.motion_dim), torch.randn(1, generator.config.motion_dim)
+    assert (image(m1) - image(m2)).abs().amax() > 1e-2
+    generator.expression_gain.fill_(0.0)
+    assert generator.expression_field(generator.encode_motion(m1)).abs().amax() == 0
+    torch.testing.assert_close(image(m1), image(m2), atol=1e-5, rtol=0)
+    # The gain is saved; a state dict written before it existed loads as fully animated.
+    state = generator.state_dict()
+    assert float(state["expression_gain"]) == 0.0
+    del state["expression_gain"]
+    generator.load_state_dict(state)
+    assert float(generator.expression_gain) == 1.0
+
+
+def test_animation_warmup_in_training(video_dataset: Path, tmp_path: Path) -> None:
+    """The training hook sets G's gain from the images shown; G_ema and the checkpoint follow."""
+
+    def run(out: Path, **overrides) -> dict:
+        train(
+            TrainRequest(
+                model="nerffaceshop",
+                data=video_dataset,
+                out=out,
+                preset="tiny",
+                kimg=0.004,  # 2 steps at batch 2
+                progress=False,
+                checkpoint_every=2,
+                overrides=overrides,
+            )
+        )
+        return load_checkpoint(latest_checkpoint(out))[0]
+
+    warming = run(tmp_path / "warm", animation_warmup_kimg=1.0)
+    assert float(warming["G.expression_gain"]) == 0.0 and float(warming["G_ema.expression_gain"]) == 0.0
+    ramping = run(tmp_path / "ramp", animation_ramp_kimg=0.004)  # step 1 starts after 2 pairs: 0.5
+    assert float(ramping["G.expression_gain"]) == pytest.approx(0.5)

@@ -135,9 +135,17 @@ class NeRFFaceShopGenerator(nn.Module):
         self.renderer = VolumeRenderer(cfg.rendering_options(perturb=True))
         self.eval_renderer = VolumeRenderer(cfg.rendering_options(perturb=False))
         self.register_buffer("expression_mask", torch.ones(1, 3, 1, cfg.warp_resolution, cfg.warp_resolution))
+        # Multiplies delta_exp: 1 except while training warms up without animation
+        # (``animation_warmup_kimg``); saved, so a model exported then renders as it trained.
+        self.register_buffer("expression_gain", torch.ones(()))
         # Running mean of the training lights (as StyleGAN's w_avg): the default light of the apps.
         default_light = directional_light_sh(torch.tensor([0.0, 0.0, 1.0]), color=0.5, ambient=0.5)
         self.register_buffer("sh_avg", default_light.reshape(cfg.sh_dim))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints written before the expression gain existed animate fully.
+        state_dict.setdefault(prefix + "expression_gain", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ latent spaces
     def encode_identity(
@@ -193,7 +201,7 @@ class NeRFFaceShopGenerator(nn.Module):
 
         Multiplied by the face mask M when ``masked`` (default: ``config.use_expression_mask``).
         """
-        field = self.motion_synthesis(motion_ws, noise_mode="none")
+        field = self.motion_synthesis(motion_ws, noise_mode="none") * self.expression_gain
         if self.config.warp_frontal_only:  # the released code animates the XY (frontal) plane only
             field = torch.cat([field[:, :1], torch.zeros_like(field[:, 1:])], dim=1)
         if self.config.use_expression_mask if masked is None else masked:

@@ -43,7 +43,11 @@ class NeRFFaceShopConfig(EG3DConfig):
     ``minimal_alpha`` / ``minimal_beta`` (1, 0.1), ``minimal_smoothness`` (0:
     the paper's equation; the released code adds each field's roughness with
     weight 1, see ``headforge.nn.warp.minimal_deformation_loss``),
-    ``lighting_reg`` (25) and
+    ``animation_warmup_kimg`` / ``animation_ramp_kimg`` (0, 0: animated from
+    the start; otherwise delta_exp is scaled by 0 until the first, then
+    faded in linearly over the second: the paper fine-tunes a trained static
+    rolled-out EG3D, which a run from scratch imitates by learning the static
+    heads first), ``lighting_reg`` (25) and
     ``lighting_reg_sh_jitter`` (0.1 x the SH std), ``pair_sampling``
     ("adaptive" or the "uniform" ablation) and ``pair_tau`` (1.3).
     """
@@ -73,13 +77,25 @@ class NeRFFaceShopConfig(EG3DConfig):
     minimal_alpha: float = 1.0
     minimal_beta: float = 0.1
     minimal_smoothness: float = 0.0
+    animation_warmup_kimg: float = 0.0
+    animation_ramp_kimg: float = 0.0
     lighting_reg: float = 25.0
     lighting_reg_sh_jitter: float = 0.1
     pair_sampling: str = "adaptive"
     pair_tau: float = 1.3
 
+    def expression_gain(self, kimg: float) -> float:
+        """delta_exp's multiplier after ``kimg`` thousand training pairs: 0, a linear ramp, then 1."""
+        if kimg < self.animation_warmup_kimg:
+            return 0.0
+        if self.animation_ramp_kimg <= 0:
+            return 1.0
+        return min(1.0, (kimg - self.animation_warmup_kimg) / self.animation_ramp_kimg)
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.animation_warmup_kimg < 0 or self.animation_ramp_kimg < 0:
+            raise ValueError("animation_warmup_kimg and animation_ramp_kimg must be >= 0")
         if self.pair_sampling not in ("adaptive", "uniform"):
             raise ValueError(f"pair_sampling must be 'adaptive' or 'uniform', got {self.pair_sampling!r}")
 
@@ -131,7 +147,10 @@ PRESETS: dict[str, NeRFFaceShopConfig] = {
     # trained rolled-out EG3D, while this preset learns the heads and their
     # animation together from scratch, and with beta 0.1 G_motion's fields
     # grew to displace the 32 px features by 0.5 (a quarter of the plane) on
-    # average, scrambling them before faces could form.
+    # average, scrambling them before faces could form. For the same reason the
+    # first 50 kimg learn static heads (delta_exp scaled by 0), and animation
+    # fades in over the next 10: the paper's recipe of animating a trained
+    # static backbone, in one run.
     "small": NeRFFaceShopConfig(
         z_dim=256,
         w_dim=256,
@@ -164,6 +183,8 @@ PRESETS: dict[str, NeRFFaceShopConfig] = {
         r1_gamma=0.3,
         minimal_beta=1.0,
         minimal_smoothness=1.0,
+        animation_warmup_kimg=50.0,
+        animation_ramp_kimg=10.0,
     ),
     # The paper's settings: 512 px from 64 -> 128 px neural rendering, batch 16.
     "paper": NeRFFaceShopConfig(),

@@ -56,7 +56,7 @@ from headforge.training.losses import (
     r1_penalty,
     swap_conditioning,
 )
-from headforge.training.phases import Phase, PhaseContext
+from headforge.training.phases import Phase, PhaseContext, StepInfo
 from headforge.training.schedules import conditioning_swap_probability
 from headforge.training.steps.common import adapt_augmentation, adversarial_networks
 from headforge.training.steps.eg3d import EG3DObjective
@@ -334,6 +334,19 @@ def snapshot_function(config: NeRFFaceShopConfig, count: int = 8) -> Callable[[d
     return snapshot
 
 
+def animation_schedule(config: NeRFFaceShopConfig) -> Callable[[StepInfo], None]:
+    """``on_step_start`` hook: set G's expression gain for the images shown so far (see the config).
+
+    G_ema copies G's buffers at every EMA update, so snapshots and exports
+    render with the same gain as training.
+    """
+
+    def set_gain(info: StepInfo) -> None:
+        info.networks["G"].expression_gain.fill_(config.expression_gain(info.cur_nimg / 1000))
+
+    return set_gain
+
+
 def build_training(config: NeRFFaceShopConfig, dataset, device: torch.device) -> TrainingPlan:
     """Networks, optimisers and phases of a NeRFFaceShop run.
 
@@ -371,6 +384,7 @@ def build_training(config: NeRFFaceShopConfig, dataset, device: torch.device) ->
         ema_kimg=config.ema_kimg,
         ema_rampup=config.ema_rampup,
         image_snapshot_fn=snapshot_function(config),
+        on_step_start=animation_schedule(config),
         on_step_end=adapt_augmentation,
     )
 
