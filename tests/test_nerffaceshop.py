@@ -476,18 +476,15 @@ def test_superresolution_noise_follows_the_config(sr_noise: str) -> None:
         )
 
 
+def tiny_request(data: Path, out: Path, **kw) -> TrainRequest:
+    """A tiny NeRFFaceShop run on ``data``: 3 steps at batch 2 unless ``kimg`` says otherwise."""
+    settings = {"kimg": 0.006, "checkpoint_every": 2, "progress": False, **kw}
+    return TrainRequest(model="nerffaceshop", data=data, out=out, preset="tiny", **settings)
+
+
 def test_train_resume_and_render(video_dataset: Path, tmp_path: Path) -> None:
     def request(out: Path, **kw) -> TrainRequest:
-        return TrainRequest(
-            model="nerffaceshop",
-            data=video_dataset,
-            out=out,
-            preset="tiny",
-            kimg=0.006,  # 3 steps at batch 2: every phase runs at step 0
-            progress=False,
-            checkpoint_every=2,
-            **kw,
-        )
+        return tiny_request(video_dataset, out, **kw)  # 3 steps: every phase runs at step 0
 
     summary = train(request(tmp_path / "unbroken", snapshot_every=3, keep_checkpoints=1))
     assert summary is not None
@@ -538,17 +535,8 @@ def test_adaptive_augmentation_trains_checkpoints_and_joins_a_running_run(
     ada = {"augment": "ada", "augment_p": 0.5, "ada_kimg": 0.01, "ada_interval": 1}  # p moves 0.2 a step
 
     def request(out: Path, overrides: dict, **kw) -> TrainRequest:
-        return TrainRequest(
-            model="nerffaceshop",
-            data=video_dataset,
-            out=out,
-            preset="tiny",
-            kimg=0.006,
-            progress=False,
-            checkpoint_every=1,
-            keep_checkpoints=4,
-            overrides=overrides,
-            **kw,
+        return tiny_request(
+            video_dataset, out, checkpoint_every=1, keep_checkpoints=4, overrides=overrides, **kw
         )
 
     train(request(tmp_path / "unbroken", ada))
@@ -632,18 +620,7 @@ def test_animation_warmup_in_training(video_dataset: Path, tmp_path: Path) -> No
     """The training hook sets G's gain from the images shown; G_ema and the checkpoint follow."""
 
     def run(out: Path, **overrides) -> dict:
-        train(
-            TrainRequest(
-                model="nerffaceshop",
-                data=video_dataset,
-                out=out,
-                preset="tiny",
-                kimg=0.004,  # 2 steps at batch 2
-                progress=False,
-                checkpoint_every=2,
-                overrides=overrides,
-            )
-        )
+        train(tiny_request(video_dataset, out, kimg=0.004, overrides=overrides))  # 2 steps at batch 2
         return load_checkpoint(latest_checkpoint(out))[0]
 
     warming = run(tmp_path / "warm", animation_warmup_kimg=1.0)

@@ -104,6 +104,23 @@ def _rotation_about_axis(axis: Tensor, angle: Tensor) -> Tensor:
     return cos * eye + sin * cross + (1 - cos) * outer
 
 
+class _Draws:
+    """One batch's random draws from ``generator``: uniform, normal, and which samples an operation hits."""
+
+    def __init__(self, batch: int, p: float, generator: torch.Generator | None, device: torch.device) -> None:
+        self.batch, self.p, self.generator, self.device = batch, p, generator, device
+
+    def uniform(self, *shape: int) -> Tensor:
+        return torch.rand(shape, generator=self.generator, device=self.device)
+
+    def normal(self, *shape: int) -> Tensor:
+        return torch.randn(shape, generator=self.generator, device=self.device)
+
+    def fires(self, strength: float) -> Tensor:
+        """(B,) bool: the samples that apply an operation of multiplier ``strength`` (probability p x it)."""
+        return self.uniform(self.batch) < self.p * strength
+
+
 class AdaptiveAugment(nn.Module):
     """The augmentation pipeline and its probability ``p`` (a buffer: saved in checkpoints).
 
@@ -164,18 +181,11 @@ class AdaptiveAugment(nn.Module):
         if self.target is None or totals[1] == 0:
             return None
         r_t = float(totals[0] / totals[1])
-        step = math.copysign(images_seen / (self.speed_kimg * 1000.0), r_t - self.target)
-        if r_t == self.target:
-            step = 0.0
-        self.p.copy_((self.p + step).clamp(0.0, 1.0))
+        direction = (r_t > self.target) - (r_t < self.target)  # sign(r_t - target), 0 at the target
+        self.p.copy_((self.p + direction * images_seen / (self.speed_kimg * 1000.0)).clamp(0.0, 1.0))
         return r_t
 
     # ------------------------------------------------------------------ drawing the transforms
-    def _fires(self, batch: int, strength: float, generator: torch.Generator | None, p: float) -> Tensor:
-        """(B,) bool: which samples apply an operation of multiplier ``strength``."""
-        device = self.p.device
-        return torch.rand(batch, generator=generator, device=device) < p * strength
-
     def geometric_transforms(
         self, batch: int, coarsest: int, generator: torch.Generator | None = None
     ) -> Tensor:
@@ -185,34 +195,26 @@ class AdaptiveAugment(nn.Module):
         resolution (2 / coarsest in normalised units).
         """
         s, p, device = self.strengths, float(self.p), self.p.device
-
-        def rand(*shape: int) -> Tensor:
-            return torch.rand(shape, generator=generator, device=device)
-
-        def randn(*shape: int) -> Tensor:
-            return torch.randn(shape, generator=generator, device=device)
-
-        eye = torch.eye(3, device=device).expand(batch, 3, 3)
-        transform = eye.clone()
+        draw = _Draws(batch, p, generator, device)
+        rand, randn, fires = draw.uniform, draw.normal, draw.fires
+        transform = torch.eye(3, device=device).repeat(batch, 1, 1)
         one = torch.ones(batch, device=device)
         if s.xflip > 0:
-            flip = torch.where(self._fires(batch, s.xflip, generator, p) & (rand(batch) < 0.5), -one, one)
+            flip = torch.where(fires(s.xflip) & (rand(batch) < 0.5), -one, one)
             transform = transform @ _scale_2d(flip, one)
         if s.rotate90 > 0:
-            quarter = torch.where(
-                self._fires(batch, s.rotate90, generator, p), torch.floor(rand(batch) * 4), 0 * one
-            )
+            quarter = torch.where(fires(s.rotate90), torch.floor(rand(batch) * 4), 0 * one)
             # Exact quarter turns: round the trigonometry so pixel centres map onto pixel centres.
             transform = transform @ _rotation_2d(quarter * (math.pi / 2)).round()
         if s.xint > 0:
             pixel = 2.0 / coarsest
             shift = (rand(batch, 2) * 2 - 1) * s.xint_max * 2.0  # image size = 2 normalised units
             shift = torch.round(shift / pixel) * pixel
-            shift = torch.where(self._fires(batch, s.xint, generator, p)[:, None], shift, 0 * shift)
+            shift = torch.where(fires(s.xint)[:, None], shift, 0 * shift)
             transform = transform @ _translate_2d(shift[:, 0], shift[:, 1])
         if s.scale > 0:
             factor = torch.exp2(randn(batch) * s.scale_std)
-            factor = torch.where(self._fires(batch, s.scale, generator, p), factor, one)
+            factor = torch.where(fires(s.scale), factor, one)
             transform = transform @ _scale_2d(factor, factor)
         # Arbitrary rotation before and after the anisotropic scale, each with
         # 1 - sqrt(1 - p): some rotation happens with probability p in total.
@@ -223,7 +225,7 @@ class AdaptiveAugment(nn.Module):
             transform = transform @ _rotation_2d(angle)
         if s.aniso > 0:
             factor = torch.exp2(randn(batch) * s.aniso_std)
-            factor = torch.where(self._fires(batch, s.aniso, generator, p), factor, one)
+            factor = torch.where(fires(s.aniso), factor, one)
             transform = transform @ _scale_2d(factor, 1.0 / factor)
         if s.rotate > 0:
             angle = (rand(batch) * 2 - 1) * math.pi * s.rotate_max
@@ -231,20 +233,15 @@ class AdaptiveAugment(nn.Module):
             transform = transform @ _rotation_2d(angle)
         if s.xfrac > 0:
             shift = randn(batch, 2) * s.xfrac_std * 2.0
-            shift = torch.where(self._fires(batch, s.xfrac, generator, p)[:, None], shift, 0 * shift)
+            shift = torch.where(fires(s.xfrac)[:, None], shift, 0 * shift)
             transform = transform @ _translate_2d(shift[:, 0], shift[:, 1])
         return transform
 
     def color_transforms(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
         """(B, 3, 4) affine maps of RGB in [-1, 1]: ``rgb' = M[:, :3] rgb + M[:, 3]``."""
-        s, p, device = self.strengths, float(self.p), self.p.device
-
-        def rand(*shape: int) -> Tensor:
-            return torch.rand(shape, generator=generator, device=device)
-
-        def randn(*shape: int) -> Tensor:
-            return torch.randn(shape, generator=generator, device=device)
-
+        s, device = self.strengths, self.p.device
+        draw = _Draws(batch, float(self.p), generator, device)
+        rand, randn, fires = draw.uniform, draw.normal, draw.fires
         axis = _LUMA_AXIS.to(device)
         luma = torch.outer(axis, axis)
         eye = torch.eye(3, device=device)
@@ -252,26 +249,24 @@ class AdaptiveAugment(nn.Module):
         offset = torch.zeros(batch, 3, device=device)
         zero = torch.zeros(batch, device=device)
         if s.brightness > 0:
-            shift = torch.where(
-                self._fires(batch, s.brightness, generator, p), randn(batch) * s.brightness_std, zero
-            )
+            shift = torch.where(fires(s.brightness), randn(batch) * s.brightness_std, zero)
             offset = offset + shift[:, None]
         if s.contrast > 0:
             factor = torch.exp2(randn(batch) * s.contrast_std)
-            factor = torch.where(self._fires(batch, s.contrast, generator, p), factor, zero + 1)
+            factor = torch.where(fires(s.contrast), factor, zero + 1)
             linear, offset = factor[:, None, None] * linear, factor[:, None] * offset
         if s.lumaflip > 0:
-            flip = self._fires(batch, s.lumaflip, generator, p) & (rand(batch) < 0.5)
+            flip = fires(s.lumaflip) & (rand(batch) < 0.5)
             reflection = torch.where(flip[:, None, None], eye - 2 * luma, eye)
             linear, offset = reflection @ linear, (reflection @ offset[..., None])[..., 0]
         if s.hue > 0:
             angle = (rand(batch) * 2 - 1) * math.pi * s.hue_max
-            angle = torch.where(self._fires(batch, s.hue, generator, p), angle, zero)
+            angle = torch.where(fires(s.hue), angle, zero)
             rotation = _rotation_about_axis(axis, angle)
             linear, offset = rotation @ linear, (rotation @ offset[..., None])[..., 0]
         if s.saturation > 0:
             factor = torch.exp2(randn(batch) * s.saturation_std)
-            factor = torch.where(self._fires(batch, s.saturation, generator, p), factor, zero + 1)
+            factor = torch.where(fires(s.saturation), factor, zero + 1)
             saturate = luma + (eye - luma) * factor[:, None, None]
             linear, offset = saturate @ linear, (saturate @ offset[..., None])[..., 0]
         return torch.cat([linear, offset[..., None]], dim=-1)
