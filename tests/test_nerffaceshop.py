@@ -627,3 +627,48 @@ def test_animation_warmup_in_training(video_dataset: Path, tmp_path: Path) -> No
     assert float(warming["G.expression_gain"]) == 0.0 and float(warming["G_ema.expression_gain"]) == 0.0
     ramping = run(tmp_path / "ramp", animation_ramp_kimg=0.004)  # step 1 starts after 2 pairs: 0.5
     assert float(ramping["G.expression_gain"]) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("warming", [True, False])
+def test_video_discriminator_sits_out_the_static_warmup(video_dataset: Path, warming: bool) -> None:
+    """While animation is held at 0, no phase runs D_video or gives it gradients; afterwards all do."""
+    from headforge.training.distributed import DistContext
+    from headforge.training.phases import PhaseContext
+    from headforge.training.steps.nerffaceshop import build_dataset, build_training
+
+    config = preset("tiny", animation_warmup_kimg=1.0 if warming else 0.0)
+    torch.manual_seed(0)
+    pairs = build_dataset(config, HeadDataset(video_dataset), 0)
+    plan = build_training(config, pairs, torch.device("cpu"))
+    items = [pairs[0], pairs[1]]
+    batch = {key: torch.stack([item[key] for item in items]) for key in ("image", "camera", "sh")}
+    video, image = plan.networks["D"].video, plan.networks["D"].image
+    for phase in plan.phases:
+        for network in plan.networks.values():
+            network.zero_grad(set_to_none=True)
+        context = PhaseContext(
+            phase.name,
+            0,
+            500,
+            batch,
+            2,
+            torch.Generator().manual_seed(0),
+            torch.device("cpu"),
+            1,
+            plan.networks,
+            DistContext(),
+        )
+        output = phase.loss_fn(context)
+        output["loss"].backward()
+        video_grads = [p.grad for p in video.parameters() if p.grad is not None]
+        if phase.name == "Greg":  # no discriminator in G's regularisers
+            assert not video_grads
+            continue
+        video_keys = [key for key in output if key.endswith("_video")]
+        if warming:
+            assert not video_grads and not video_keys, phase.name
+        else:
+            assert video_grads and any(g.abs().sum() > 0 for g in video_grads), phase.name
+            assert video_keys or phase.name == "Dreg", phase.name
+        if phase.module == "D":
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in image.parameters()), phase.name

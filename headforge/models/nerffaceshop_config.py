@@ -47,7 +47,8 @@ class NeRFFaceShopConfig(EG3DConfig):
     the start; otherwise delta_exp is scaled by 0 until the first, then
     faded in linearly over the second: the paper fine-tunes a trained static
     rolled-out EG3D, which a run from scratch imitates by learning the static
-    heads first), ``lighting_reg`` (25) and
+    heads first; D_video sits out the warm-up, as it is absent from the
+    paper's static stage), ``lighting_reg`` (25) and
     ``lighting_reg_sh_jitter`` (0.1 x the SH std), ``pair_sampling``
     ("adaptive" or the "uniform" ablation) and ``pair_tau`` (1.3).
     """
@@ -148,9 +149,9 @@ PRESETS: dict[str, NeRFFaceShopConfig] = {
     # animation together from scratch, and with beta 0.1 G_motion's fields
     # grew to displace the 32 px features by 0.5 (a quarter of the plane) on
     # average, scrambling them before faces could form. For the same reason the
-    # first 50 kimg learn static heads (delta_exp scaled by 0), and animation
-    # fades in over the next 10: the paper's recipe of animating a trained
-    # static backbone, in one run.
+    # first 80 kimg learn static heads (delta_exp scaled by 0, D_video idle),
+    # and animation fades in over the next 10: the paper's recipe of animating
+    # a trained static backbone, in one run.
     "small": NeRFFaceShopConfig(
         z_dim=256,
         w_dim=256,
@@ -183,7 +184,7 @@ PRESETS: dict[str, NeRFFaceShopConfig] = {
         r1_gamma=0.3,
         minimal_beta=1.0,
         minimal_smoothness=1.0,
-        animation_warmup_kimg=50.0,
+        animation_warmup_kimg=80.0,
         animation_ramp_kimg=10.0,
     ),
     # The paper's settings: 512 px from 64 -> 128 px neural rendering, batch 16.

@@ -37,7 +37,7 @@ class PairDiscriminator(nn.Module):
         self.video = DualDiscriminator(2 * condition_dim, img_resolution, 2 * img_channels, **kwargs)
 
     def forward(
-        self, frames: dict[str, Tensor], condition: Tensor, blur_sigma: float = 0.0
+        self, frames: dict[str, Tensor], condition: Tensor, blur_sigma: float = 0.0, video: bool = True
     ) -> dict[str, Tensor]:
         """Logits of frame pairs.
 
@@ -45,15 +45,19 @@ class PairDiscriminator(nn.Module):
             frames: ``image`` (B, 2, C, H, W) and ``image_raw`` (B, 2, C, h, w).
             condition: (B, 2, condition_dim), one vector per frame.
             blur_sigma: discriminator-input blur in pixels (EG3D's schedule).
+            video: run D_video too; without it only D_image judges (and only it gets gradients).
 
         Returns:
-            ``image``: (B, 2) D_image logits per frame; ``video``: (B, 1) D_video logits.
+            ``image``: (B, 2) D_image logits per frame; ``video``: (B, 1) D_video logits
+            (only with ``video``).
         """
         batch = condition.shape[0]
         if condition.shape[1:] != (2, self.condition_dim):
             raise ValueError(f"condition must be (B, 2, {self.condition_dim}), got {tuple(condition.shape)}")
         per_frame = {key: frames[key].flatten(0, 1) for key in ("image", "image_raw")}
         image_logits = self.image(per_frame, condition.flatten(0, 1), blur_sigma).reshape(batch, 2)
+        if not video:
+            return {"image": image_logits}
         # Channel-wise pairs: the dual discriminator then stacks [image U, image V, raw U, raw V].
         paired = {key: frames[key].flatten(1, 2) for key in ("image", "image_raw")}
         video_logits = self.video(paired, condition.flatten(1, 2), blur_sigma)

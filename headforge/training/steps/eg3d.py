@@ -90,18 +90,24 @@ class EG3DObjective:
         return output, camera
 
     def discriminate(
-        self, ctx: PhaseContext, images: dict[str, Tensor], conditioning: Tensor, real: bool = False
+        self,
+        ctx: PhaseContext,
+        images: dict[str, Tensor],
+        conditioning: Tensor,
+        real: bool = False,
+        **options: Any,
     ) -> Any:
         """D's logits for ``images`` after the run's augmentation (``ctx.networks["augment"]``, if any).
 
         Every image D sees goes through the same pipeline (StyleGAN2-ADA):
         fakes in Gmain and Dmain, reals in Dmain and R1. With ``real`` the
-        logits feed the augmentation's overfitting estimate r_t.
+        logits feed the augmentation's overfitting estimate r_t. ``options``
+        go to D's forward.
         """
         augment = ctx.networks.get("augment")
         if augment is not None:
             images = augment(images, ctx.generator)
-        logits = ctx.networks["D"](images, conditioning, self.blur(ctx.cur_nimg))
+        logits = ctx.networks["D"](images, conditioning, self.blur(ctx.cur_nimg), **options)
         if real and augment is not None:
             augment.accumulate(torch.cat([value.flatten() for value in _logit_tensors(logits)]))
         return logits

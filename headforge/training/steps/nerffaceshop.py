@@ -26,6 +26,13 @@ of every later layer, as frames of one video share the person's fine detail.
 * ``Dmain``: logistic loss of both discriminators on fake and real pairs.
 * ``Dreg`` (every 16 steps): R1 of both discriminators on real pairs, gamma / 2.
 
+While a run holds animation at 0 (``animation_warmup_kimg``) D_video sits
+out of every phase: the paper's first stage trains a static rolled-out EG3D
+on images alone, and a static G's two frames differ only in camera and
+light, where every real pair also changes expression, so D_video's verdict
+is one G cannot meet (in the ``small`` run its logit gap was about 4 against
+D_image's 2, and its term was most of G's adversarial loss).
+
 Blur, rendering-resolution and conditioning-swap schedules are EG3D's.
 """
 
@@ -163,21 +170,34 @@ class NeRFFaceShopObjective(EG3DObjective):
         raw = filtered_resize(image.flatten(0, 1), self.rendering_resolution(ctx.cur_nimg))
         return {"image": image, "image_raw": raw.unflatten(0, image.shape[:2])}
 
+    def uses_video(self, ctx: PhaseContext) -> bool:
+        """Whether D_video takes part at this point of training: not while animation is held at 0."""
+        return self.config.video_weight > 0 and self.config.expression_gain(ctx.cur_nimg / 1000) > 0
+
+    def discriminate_pair(
+        self, ctx: PhaseContext, pair: dict[str, Tensor], real: bool = False
+    ) -> dict[str, Tensor]:
+        """Logits of a pair: ``image`` (b, 2) and, when D_video takes part, ``video`` (b, 1)."""
+        return self.discriminate(ctx, pair, self.conditions(ctx)[2], real=real, video=self.uses_video(ctx))
+
     def adversarial(self, logits: dict[str, Tensor], loss_fn: Callable[[Tensor], Tensor]) -> Tensor:
-        """``loss_fn`` over D_image's logits plus ``video_weight`` times over D_video's, scalar."""
-        return loss_fn(logits["image"]).mean() + self.config.video_weight * loss_fn(logits["video"]).mean()
+        """``loss_fn`` over D_image's logits plus ``video_weight`` times over D_video's (if any), scalar."""
+        loss = loss_fn(logits["image"]).mean()
+        if "video" in logits:
+            loss = loss + self.config.video_weight * loss_fn(logits["video"]).mean()
+        return loss
+
+    @staticmethod
+    def scores(logits: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+        """Mean logits to log: ``{prefix}_image`` and, when D_video took part, ``{prefix}_video``."""
+        return {f"{prefix}_{name}": value.mean() for name, value in logits.items()}
 
     # ------------------------------------------------------------------ phases
     def generator_main(self, ctx: PhaseContext) -> dict[str, Tensor]:
         fake, deformation = self.generate_pair(ctx)
-        logits = self.discriminate(ctx, fake, self.conditions(ctx)[2])
+        logits = self.discriminate_pair(ctx, fake)
         adversarial = self.adversarial(logits, nonsaturating_generator_loss)
-        return {
-            "loss": adversarial + deformation["minimal"],
-            **deformation,
-            "score_image": logits["image"].mean(),
-            "score_video": logits["video"].mean(),
-        }
+        return {"loss": adversarial + deformation["minimal"], **deformation, **self.scores(logits, "score")}
 
     def generator_regularizers(self, ctx: PhaseContext) -> dict[str, Tensor]:
         """Density and lighting regularisers on half the batch (as NeRFFaceShop's code), constant noise."""
@@ -241,33 +261,29 @@ class NeRFFaceShopObjective(EG3DObjective):
         return {"loss": total * ctx.gain, **losses}
 
     def discriminator_main(self, ctx: PhaseContext) -> dict[str, Tensor]:
-        condition = self.conditions(ctx)[2]
         with torch.no_grad():
             fake, _ = self.generate_pair(ctx, update_emas=True)
-        fake_logits = self.discriminate(ctx, fake, condition)
-        real_logits = self.discriminate(ctx, self.real_pair(ctx), condition, real=True)
+        fake_logits = self.discriminate_pair(ctx, fake)
+        real_logits = self.discriminate_pair(ctx, self.real_pair(ctx), real=True)
         loss = self.adversarial(fake_logits, discriminator_fake_loss) + self.adversarial(
             real_logits, discriminator_real_loss
         )
         return {
             "loss": loss,
-            "score_fake_image": fake_logits["image"].mean(),
-            "score_real_image": real_logits["image"].mean(),
-            "score_fake_video": fake_logits["video"].mean(),
-            "score_real_video": real_logits["video"].mean(),
+            **self.scores(fake_logits, "score_fake"),
+            **self.scores(real_logits, "score_real"),
             # StyleGAN2-ADA's overfitting heuristic r_t = E[sign(D(real))]: near 1, D has memorised the reals.
-            "sign_real_image": real_logits["image"].sign().mean(),
-            "sign_real_video": real_logits["video"].sign().mean(),
+            **self.scores({name: value.sign() for name, value in real_logits.items()}, "sign_real"),
             **self.augment_probability(ctx),
         }
 
     def discriminator_r1(self, ctx: PhaseContext) -> dict[str, Tensor]:
         real = {key: value.detach().requires_grad_(True) for key, value in self.real_pair(ctx).items()}
-        logits = self.discriminate(ctx, real, self.conditions(ctx)[2])
+        logits = self.discriminate_pair(ctx, real)
         inputs = [real["image"], real["image_raw"]]
-        penalty = r1_penalty(logits["image"], inputs) + self.config.video_weight * r1_penalty(
-            logits["video"], inputs
-        )
+        penalty = r1_penalty(logits["image"], inputs)
+        if "video" in logits:
+            penalty = penalty + self.config.video_weight * r1_penalty(logits["video"], inputs)
         return {
             "loss": (penalty * (self.config.r1_gamma / 2)).mean() * ctx.gain,
             "r1_penalty": penalty.mean(),
