@@ -26,7 +26,9 @@ from headforge.models.nerffaceshop_mask import (
 from headforge.models.registry import get_model_spec
 from headforge.nn.warp import compose, conjugate, invert, lipschitz_bound
 from headforge.training.checkpoint import latest_checkpoint, load_checkpoint
+from headforge.training.distributed import DistContext
 from headforge.training.launch import TrainRequest, train
+from headforge.training.phases import PhaseContext
 
 
 def lights(count: int) -> torch.Tensor:
@@ -61,6 +63,16 @@ def forward(generator: NeRFFaceShopGenerator, camera: torch.Tensor | None = None
 def enlarge(field: torch.Tensor, lipschitz: float) -> torch.Tensor:
     """A field (B, 2, H, W) scaled so that its Lipschitz bound is ``lipschitz``."""
     return field * (lipschitz / lipschitz_bound(field).amax())
+
+
+def phase_context(
+    name: str, batch: dict, networks: dict, batch_size: int, cur_nimg: int = 10**6, seed: int = 0
+) -> PhaseContext:
+    """A single-process trainer ``PhaseContext`` on CPU, as the trainer builds one for a phase."""
+    generator = torch.Generator().manual_seed(seed)
+    return PhaseContext(
+        name, 0, cur_nimg, batch, batch_size, generator, torch.device("cpu"), 1, networks, DistContext()
+    )
 
 
 # ------------------------------------------------------------------ controls change one thing only
@@ -344,8 +356,6 @@ def test_pair_batches_and_sampling_switch(video_dataset: Path) -> None:
 def test_fake_pair_minimal_loss_uses_the_config_weights(
     video_dataset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from headforge.training.distributed import DistContext
-    from headforge.training.phases import PhaseContext
     from headforge.training.steps import nerffaceshop as steps
 
     config = preset("tiny", minimal_alpha=0.5, minimal_beta=2.0, minimal_smoothness=3.0)
@@ -361,18 +371,7 @@ def test_fake_pair_minimal_loss_uses_the_config_weights(
 
     recording.__wrapped__ = steps.minimal_deformation_loss
     monkeypatch.setattr(steps, "minimal_deformation_loss", recording)
-    context = PhaseContext(
-        "Gmain",
-        0,
-        10**6,
-        batch,
-        1,
-        torch.Generator().manual_seed(0),
-        torch.device("cpu"),
-        1,
-        {"G": generator},
-        DistContext(),
-    )
+    context = phase_context("Gmain", batch, {"G": generator}, batch_size=1)
     with torch.no_grad():
         _, deformation = steps.NeRFFaceShopObjective(config, batch["camera"][0]).generate_pair(context)
     # Every plane's shape field and both frames' expression fields, with the config's three weights.
@@ -395,8 +394,6 @@ def test_fake_pair_frames_share_noise(video_dataset: Path, monkeypatch: pytest.M
 
     (Not bit for bit: the two frames' lighting codes come from different rows of one batched matmul.)
     """
-    from headforge.training.distributed import DistContext
-    from headforge.training.phases import PhaseContext
     from headforge.training.steps.nerffaceshop import GlobalRngSnapshot, NeRFFaceShopObjective
 
     config = preset("tiny")
@@ -417,18 +414,7 @@ def test_fake_pair_frames_share_noise(video_dataset: Path, monkeypatch: pytest.M
     objective = NeRFFaceShopObjective(config, batch["camera"][0])
 
     def context(seed: int) -> PhaseContext:
-        return PhaseContext(
-            "Gmain",
-            0,
-            10**6,
-            batch,
-            1,
-            torch.Generator().manual_seed(seed),
-            torch.device("cpu"),
-            1,
-            {"G": generator},
-            DistContext(),
-        )
+        return phase_context("Gmain", batch, {"G": generator}, batch_size=1, seed=seed)
 
     def frame_difference(pair: dict[str, torch.Tensor]) -> float:
         return max(float((pair[key][:, 0] - pair[key][:, 1]).abs().amax()) for key in ("image", "image_raw"))
@@ -632,8 +618,6 @@ def test_animation_warmup_in_training(video_dataset: Path, tmp_path: Path) -> No
 @pytest.mark.parametrize("warming", [True, False])
 def test_video_discriminator_sits_out_the_static_warmup(video_dataset: Path, warming: bool) -> None:
     """While animation is held at 0, no phase runs D_video or gives it gradients; afterwards all do."""
-    from headforge.training.distributed import DistContext
-    from headforge.training.phases import PhaseContext
     from headforge.training.steps.nerffaceshop import build_dataset, build_training
 
     config = preset("tiny", animation_warmup_kimg=1.0 if warming else 0.0)
@@ -646,18 +630,7 @@ def test_video_discriminator_sits_out_the_static_warmup(video_dataset: Path, war
     for phase in plan.phases:
         for network in plan.networks.values():
             network.zero_grad(set_to_none=True)
-        context = PhaseContext(
-            phase.name,
-            0,
-            500,
-            batch,
-            2,
-            torch.Generator().manual_seed(0),
-            torch.device("cpu"),
-            1,
-            plan.networks,
-            DistContext(),
-        )
+        context = phase_context(phase.name, batch, plan.networks, batch_size=2, cur_nimg=500)
         output = phase.loss_fn(context)
         output["loss"].backward()
         video_grads = [p.grad for p in video.parameters() if p.grad is not None]

@@ -180,12 +180,16 @@ class NeRFFaceShopObjective(EG3DObjective):
         """Logits of a pair: ``image`` (b, 2) and, when D_video takes part, ``video`` (b, 1)."""
         return self.discriminate(ctx, pair, self.conditions(ctx)[2], real=real, video=self.uses_video(ctx))
 
+    def weighted(self, terms: dict[str, Tensor]) -> Tensor:
+        """D_image's term plus ``video_weight`` times D_video's, when D_video took part."""
+        total = terms["image"]
+        if "video" in terms:
+            total = total + self.config.video_weight * terms["video"]
+        return total
+
     def adversarial(self, logits: dict[str, Tensor], loss_fn: Callable[[Tensor], Tensor]) -> Tensor:
-        """``loss_fn`` over D_image's logits plus ``video_weight`` times over D_video's (if any), scalar."""
-        loss = loss_fn(logits["image"]).mean()
-        if "video" in logits:
-            loss = loss + self.config.video_weight * loss_fn(logits["video"]).mean()
-        return loss
+        """``loss_fn`` averaged over each discriminator's logits, combined by `weighted`, scalar."""
+        return self.weighted({name: loss_fn(value).mean() for name, value in logits.items()})
 
     @staticmethod
     def scores(logits: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -281,9 +285,7 @@ class NeRFFaceShopObjective(EG3DObjective):
         real = {key: value.detach().requires_grad_(True) for key, value in self.real_pair(ctx).items()}
         logits = self.discriminate_pair(ctx, real)
         inputs = [real["image"], real["image_raw"]]
-        penalty = r1_penalty(logits["image"], inputs)
-        if "video" in logits:
-            penalty = penalty + self.config.video_weight * r1_penalty(logits["video"], inputs)
+        penalty = self.weighted({name: r1_penalty(value, inputs) for name, value in logits.items()})
         return {
             "loss": (penalty * (self.config.r1_gamma / 2)).mean() * ctx.gain,
             "r1_penalty": penalty.mean(),
