@@ -22,6 +22,7 @@ from headforge.data import (
     DatasetWarning,
     HeadDataset,
     check_batch_size,
+    spread_indices,
     write_dataset_json,
 )
 
@@ -244,6 +245,35 @@ def test_max_items_and_check_false(tmp_path):
     assert unchecked.num_images == 5 and unchecked.resolution == SIZE
     with pytest.raises(DatasetError, match=r"00004\.png: cannot decode image"):
         unchecked[4]  # ... until the broken one is read
+
+
+def test_items_select_labels_in_order(tmp_path):
+    root = tmp_path / "ds"
+    truth = make_dataset(root, count=5)
+    (root / truth["files"][1]).write_bytes(b"not an image")
+    chosen = HeadDataset(root, items=[4, 0, 2])  # the broken item 1 is not among them
+    assert chosen.num_images == 3
+    for position, index in enumerate([4, 0, 2]):
+        assert torch.equal(chosen[position]["image"], as_01(truth["pixels"][index]))
+        label = torch.tensor(truth["labels"][index], dtype=torch.float32)
+        assert torch.equal(chosen[position]["camera"], label)
+    for bad in ([0, 0], [5], [-1], []):
+        with pytest.raises(ValueError, match=r"ds: items must be distinct indices in 0\.\.4"):
+            HeadDataset(root, items=bad, check=False)
+    with pytest.raises(ValueError, match="max_items or items"):
+        HeadDataset(root, items=[0], max_items=1)
+
+
+@pytest.mark.parametrize("total,count", [(10, 3), (4608, 256), (7, 7), (5, 9), (97, 96), (1000, 1)])
+def test_spread_indices_cover_the_whole_range(total, count):
+    indices = spread_indices(total, count)
+    assert len(indices) == min(total, count) and len(set(indices)) == len(indices)
+    assert indices == sorted(indices) and indices[0] >= 0 and indices[-1] < total
+    # every run of ceil(total / count) consecutive items holds one index: no stretch is skipped
+    stride = -(-total // len(indices))
+    gaps = np.diff([-1, *indices, total])
+    assert gaps.max() <= stride + 1, gaps
+    assert spread_indices(48 * 96, 256)[:3] == [9, 27, 45]  # strata of 18 frames: 2-3 per 48-frame clip
 
 
 # -- maps ---------------------------------------------------------------------------------

@@ -119,6 +119,19 @@ def test_identical_datasets_give_zero_fid(studio: Path, other_studio: Path, tmp_
     assert read_report(out)["metrics"]["fid"]["value"] > 1e-4
 
 
+def test_capped_reference_is_spread_over_the_dataset(studio: Path) -> None:
+    """--num-images on a reference reads items spread over the dataset, not its first few."""
+    every = samples_from_dataset(str(studio), progress=False)
+    first = samples_from_dataset(str(studio), 3, progress=False)
+    spread = samples_from_dataset(str(studio), 3, progress=False, spread=True)
+    assert torch.equal(first.images, every.images[:3])
+    middles = [1, 4, 6]  # of three strata of 8 items
+    assert torch.equal(spread.images, every.images[middles])
+    assert torch.equal(spread.cameras, every.cameras[middles]) and torch.equal(spread.sh, every.sh[middles])
+    capped_above = samples_from_dataset(str(studio), 99, progress=False, spread=True)
+    assert torch.equal(capped_above.images, every.images)
+
+
 def test_lighting_error_grows_with_label_perturbation(studio: Path, tmp_path: Path) -> None:
     """LE(delta) = mean((|r| + delta)^2) when each SH label moves by delta away from the estimate."""
     samples = samples_from_dataset(str(studio), progress=False)

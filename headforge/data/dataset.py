@@ -57,6 +57,19 @@ from headforge.lighting import mirror_sh
 MANIFEST_NAME = "dataset.json"
 
 
+def spread_indices(total: int, count: int) -> list[int]:
+    """``min(count, total)`` distinct indices in ``0..total-1`` spread evenly over the whole range.
+
+    Index k is the middle of the k-th of ``count`` equal strata, so a capped
+    evaluation sees every part of a dataset (every clip of a video dataset,
+    every identity of a sorted one) instead of its first items.
+    """
+    if total <= 0 or count <= 0:
+        raise ValueError(f"need a positive total and count, got {total} and {count}")
+    count = min(count, total)
+    return [(2 * k + 1) * total // (2 * count) for k in range(count)]
+
+
 class HeadDataset(torch.utils.data.Dataset):
     """Images with camera labels and optional lighting, head parameters, clips, identities and maps.
 
@@ -69,6 +82,9 @@ class HeadDataset(torch.utils.data.Dataset):
         skip_bad: leave out items with problems (one ``DatasetWarning`` each)
             instead of raising ``DatasetError``.
         max_items: use only the first ``max_items`` labels (before skipping).
+        items: use only these label indices, in this order (before skipping);
+            not together with ``max_items``. :func:`spread_indices` picks
+            indices that cover a whole dataset.
         check: decode every image and requested map at construction and check
             cameras and SH; False trusts the files (structure is still checked).
     Raises:
@@ -84,6 +100,7 @@ class HeadDataset(torch.utils.data.Dataset):
         skip_bad: bool = False,
         max_items: int | None = None,
         check: bool = True,
+        items: Sequence[int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.xflip = bool(xflip)
@@ -92,6 +109,8 @@ class HeadDataset(torch.utils.data.Dataset):
             raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
         if max_items is not None and max_items <= 0:
             raise ValueError(f"max_items must be positive, got {max_items}")
+        if max_items is not None and items is not None:
+            raise ValueError("give max_items or items, not both")
         try:
             self._storage = DatasetStorage(self.path)
         except (FileNotFoundError, FileDecodeError) as error:
@@ -106,9 +125,19 @@ class HeadDataset(torch.utils.data.Dataset):
         labelled = set(manifest.files)
         map_files = {name for names in manifest.maps.values() for name in names}
         if max_items is not None and max_items < len(manifest.files):
-            kept = set(manifest.files[:max_items])
+            items = range(max_items)
+        if items is not None:
+            items = list(items)
+            outside = [index for index in items if not 0 <= index < len(manifest.files)]
+            if outside or len(set(items)) != len(items) or not items:
+                raise ValueError(
+                    f"{self.path}: items must be distinct indices in 0..{len(manifest.files) - 1}; "
+                    f"got {len(items)}, {len(outside)} outside that range, "
+                    f"{len(items) - len(set(items))} repeated"
+                )
+            kept = {manifest.files[index] for index in items}
             problems = [p for p in problems if p.file is None or p.file not in labelled or p.file in kept]
-            manifest = manifest.select(range(max_items))
+            manifest = manifest.select(items)
         problems += self._check_requested_maps(manifest)
         size = resolution
         if check:

@@ -89,7 +89,12 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     parser.add_argument("--metrics", default="fid,kid,apd,id", help=f"comma list of {','.join(METRICS)}")
     parser.add_argument("--out", required=True, help="report JSON path (a .md table is written next to it)")
     parser.add_argument("--seed", type=int, default=0, help="seed of latents, cameras and KID subsets")
-    parser.add_argument("--num-images", type=int, help="cap on dataset images / generated images")
+    parser.add_argument(
+        "--num-images",
+        type=int,
+        help="cap on dataset images / generated images (a reference dataset's are spread evenly "
+        "over all of it; an evaluated dataset's are its first)",
+    )
     parser.add_argument("--identities", type=int, help=f"generated identities (default {PAPER_COUNTS[0]})")
     parser.add_argument("--views", type=int, help=f"views per generated identity (default {PAPER_COUNTS[1]})")
     paper, cpu = CONSISTENCY_PAPER_COUNTS, CONSISTENCY_CPU_COUNTS

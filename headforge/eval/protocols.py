@@ -57,6 +57,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -64,7 +65,7 @@ from tqdm import tqdm
 
 from headforge.apps.generate import camera_labels, frontal_label, latent_for_seed, render_seed
 from headforge.cameras import sample_ffhq_poses
-from headforge.data.dataset import HeadDataset
+from headforge.data.dataset import HeadDataset, spread_indices
 from headforge.eval.consistency import dataset_attribute_groups, view_pairs
 from headforge.eval.estimators.targets import UNITS_PER_MM, head_pose_angles
 from headforge.eval.reprojection import erode_mask
@@ -174,9 +175,19 @@ DATASET_PAIR_DEGREES = (3.0, 25.0)
 
 
 def samples_from_dataset(
-    path: str, max_images: int | None = None, progress: bool = True, with_depth: bool = False
+    path: str,
+    max_images: int | None = None,
+    progress: bool = True,
+    with_depth: bool = False,
+    spread: bool = False,
 ) -> EvalSamples:
     """The first ``max_images`` images of a dataset with the labels it has.
+
+    With ``spread`` the ``max_images`` are spread evenly over the whole dataset
+    instead (:func:`~headforge.data.dataset.spread_indices`): a reference set
+    must not be the first few clips of a video dataset (the first 256 frames
+    of the studio's videos are 6 of its 96 identities). Grouped protocols
+    that need neighbouring items (multiview pairs) read the first images.
 
     Requested pose is the head pose relative to the camera of the labels
     (``head_pose_angles``, needs ``params['pose']``); light groups are images
@@ -190,10 +201,12 @@ def samples_from_dataset(
     apart.
     """
     # A cheap unchecked open tells whether depth maps exist (asking for absent maps is an error).
-    depth_kind = ()
-    if with_depth and "depth" in HeadDataset(path, max_items=max_images, check=False).map_kinds:
-        depth_kind = ("depth",)
-    dataset = HeadDataset(path, max_items=max_images, maps=depth_kind)
+    unchecked = HeadDataset(path, check=False)  # cheap: structure only, no image decoded
+    subset: dict[str, Any] = {"max_items": max_images}
+    if spread and max_images is not None:
+        subset = {"items": spread_indices(unchecked.num_images, max_images)}
+    depth_kind = ("depth",) if with_depth and "depth" in unchecked.map_kinds else ()
+    dataset = HeadDataset(path, maps=depth_kind, **subset)
     items = [dataset[index] for index in tqdm(range(len(dataset)), desc="read", disable=not progress)]
     samples = EvalSamples(
         torch.stack([item["image"] for item in items]),

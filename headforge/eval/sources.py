@@ -117,7 +117,7 @@ def generator_sources(
         raise ValueError("a nerffaceshop --ckpt needs --data with SH labels (the lights)")
     reference = None
     if args.data and (needs_reference or model == "nerffaceshop" or wants_consistency):
-        reference = samples_from_dataset(args.data, args.num_images, progress)
+        reference = samples_from_dataset(args.data, args.num_images, progress, spread=True)
     if model == "nerffaceshop" and reference.sh is None:
         raise ValueError("a nerffaceshop --ckpt needs --data with SH labels (the lights)")
     identities, views = counts(args)
@@ -171,7 +171,7 @@ def dataset_sources(args: argparse.Namespace, metrics: list[str], progress: bool
     wants_reference_labels = "ti" in metrics or "ds" in metrics
     reference = None
     if args.reference and (needs_reference or wants_reference_labels):
-        reference = samples_from_dataset(args.reference, args.num_images, progress)
+        reference = samples_from_dataset(args.reference, args.num_images, progress, spread=True)
         samples.source["reference"] = str(args.reference)
     elif needs_reference:
         samples.source["reference"] = str(args.data)
