@@ -152,6 +152,21 @@ def test_resume_rejects_a_different_config(tmp_path, caplog):
     assert not (tmp_path / "config_changes.jsonl").exists()
 
 
+def test_an_accepted_learning_rate_change_takes_effect_on_resume(tmp_path):
+    """The moments come from the checkpoint, the learning rate from the new config."""
+    build_trainer(tmp_path, steps=2).train()
+    tensors, meta = load_checkpoint(tmp_path / "checkpoints" / "step-00000002")
+    resumed = build_trainer(tmp_path, steps=2, g_lr=0.002, resume=True, accept_config_changes=("g_lr",))
+    resumed.train()  # already at step 2: loads and stops
+    assert resumed.resumed_from == 2
+    (optimizer,) = [phase.optimizer for phase in resumed.phases if phase.name == "Gmain"]
+    assert [group["lr"] for group in optimizer.param_groups] == [0.002]
+    stored = meta["optimizers"]["G"]["param_groups"][0]["lr"]
+    assert stored == 0.01  # what load_state_dict alone would bring back
+    first = optimizer.param_groups[0]["params"][0]
+    assert torch.equal(optimizer.state[first]["exp_avg_sq"], tensors["opt.G.state.0.exp_avg_sq"])
+
+
 def test_resume_accepts_a_named_config_change_and_records_it(tmp_path, caplog):
     build_trainer(tmp_path, steps=2).train()
     with pytest.raises(CheckpointError, match="latents_from_data"):  # another field does not open the door

@@ -91,6 +91,7 @@ def build_trainer(
     seed: int = 7,
     r1_interval: int = 2,
     tensorboard: bool = True,
+    g_lr: float = 0.01,
 ) -> Trainer:
     """A Trainer for the toy GAN. ``latents_from_data`` removes all per-rank randomness."""
     torch.manual_seed(seed)  # identical initial weights on every rank
@@ -98,7 +99,7 @@ def build_trainer(
     G_ema = ToyGenerator(noise_std=0.0)
     G_ema.load_state_dict(G.state_dict())
     D = ToyDiscriminator()
-    opt_G = make_adam(G.parameters(), lr=0.01)
+    opt_G = make_adam(G.parameters(), lr=g_lr)
     opt_D = make_adam(D.parameters(), lr=0.01, interval=r1_interval)
 
     def latents(ctx: PhaseContext) -> torch.Tensor:
@@ -147,7 +148,7 @@ def build_trainer(
         batch_size=batch_size,
         total_kimg=steps * batch_size / 1000,
         out_dir=out_dir,
-        config={"model": "toy", "z_dim": Z_DIM, "latents_from_data": latents_from_data},
+        config={"model": "toy", "z_dim": Z_DIM, "latents_from_data": latents_from_data, "g_lr": g_lr},
         ema_of={"G_ema": "G"},
         ema_kimg=0.01,
         ema_rampup=None,

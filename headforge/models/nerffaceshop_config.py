@@ -152,6 +152,11 @@ PRESETS: dict[str, NeRFFaceShopConfig] = {
     # first 80 kimg learn static heads (delta_exp scaled by 0, D_video idle),
     # and animation fades in over the next 10: the paper's recipe of animating
     # a trained static backbone, in one run.
+    # Learning rates 0.00125 / 0.001 (G / D), EG3D's 0.0025 / 0.002 scaled by
+    # sqrt(8 / 32) for a batch of 8 instead of 32: at EG3D's rates G's weights
+    # wandered so far around their running average that G_ema's heads stayed
+    # blurred and unchanged from 61 to 70 kimg, while G's own images differed
+    # from G_ema's in colour and brightness at every checkpoint looked at.
     "small": NeRFFaceShopConfig(
         z_dim=256,
         w_dim=256,
@@ -186,6 +191,8 @@ PRESETS: dict[str, NeRFFaceShopConfig] = {
         minimal_smoothness=1.0,
         animation_warmup_kimg=80.0,
         animation_ramp_kimg=10.0,
+        g_lr=0.00125,
+        d_lr=0.001,
     ),
     # The paper's settings: 512 px from 64 -> 128 px neural rendering, batch 16.
     "paper": NeRFFaceShopConfig(),

@@ -128,13 +128,24 @@ def flatten_optimizer_state(optimizer: torch.optim.Optimizer, prefix: str) -> tu
 
 
 def load_optimizer_state(
-    optimizer: torch.optim.Optimizer, tensors: Mapping[str, Tensor], meta: Mapping[str, Any], prefix: str
+    optimizer: torch.optim.Optimizer,
+    tensors: Mapping[str, Tensor],
+    meta: Mapping[str, Any],
+    prefix: str,
+    keep_live_hyperparameters: bool = False,
 ) -> None:
     """Restore an optimiser saved by :func:`flatten_optimizer_state`.
 
     State tensors are moved to each parameter's device by
     ``Optimizer.load_state_dict``; list-valued hyper-parameters become tuples
     where the live optimiser uses tuples (e.g. Adam's ``betas``).
+
+    With ``keep_live_hyperparameters`` only the per-parameter state (moments,
+    step counts) comes from the checkpoint, and each group keeps the live
+    optimiser's hyper-parameters (lr, betas, eps, ...): a trainer builds its
+    optimisers from the current config, so a resumed run with an accepted
+    change of a learning rate trains at the new rate (``load_state_dict``
+    alone would bring the stored one back).
 
     Raises:
         CheckpointError: the saved groups do not fit this optimiser.
@@ -162,6 +173,8 @@ def load_optimizer_state(
             key: tuple(value) if isinstance(live.get(key), tuple) else value for key, value in saved.items()
         }
         group.update(group_tensors.get(group_index, {}))
+        if keep_live_hyperparameters:
+            group.update({key: value for key, value in live.items() if key != "params"})
         groups.append(group)
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})

@@ -157,7 +157,11 @@ def restore_checkpoint(
             raise CheckpointError(
                 f"checkpoint has no state for optimizer {key!r} (has {sorted(saved_optimizers)})"
             )
-        load_optimizer_state(optimizer, tensors, saved_optimizers[key], f"opt.{key}.")
+        # The live optimisers were built from the current config, which equals the stored one
+        # except for accepted changes: their hyper-parameters (a changed lr) are the ones to keep.
+        load_optimizer_state(
+            optimizer, tensors, saved_optimizers[key], f"opt.{key}.", keep_live_hyperparameters=True
+        )
     for name, scaler in trainer.scalers.items():
         state = meta.get("grad_scalers", {}).get(name)
         if state:
