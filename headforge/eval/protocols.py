@@ -200,8 +200,9 @@ def samples_from_dataset(
     expression, head pose and light whose cameras are ``DATASET_PAIR_DEGREES``
     apart.
     """
-    # A cheap unchecked open tells whether depth maps exist (asking for absent maps is an error).
-    unchecked = HeadDataset(path, check=False)  # cheap: structure only, no image decoded
+    # A cheap unchecked open (structure only, no image decoded) gives the item count for the
+    # spread and tells whether depth maps exist (asking for absent maps is an error).
+    unchecked = HeadDataset(path, check=False)
     subset: dict[str, Any] = {"max_items": max_images}
     if spread and max_images is not None:
         subset = {"items": spread_indices(unchecked.num_images, max_images)}
