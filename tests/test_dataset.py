@@ -276,6 +276,21 @@ def test_spread_indices_cover_the_whole_range(total, count):
     assert spread_indices(48 * 96, 256)[:3] == [9, 27, 45]  # strata of 18 frames: 2-3 per 48-frame clip
 
 
+@pytest.mark.parametrize("total,count", [(10, 3), (300, 48), (7, 7), (5, 9), (49, 48), (1000, 1)])
+def test_spread_indices_from_end_to_end_keep_the_first_and_last(total, count):
+    indices = spread_indices(total, count, include_ends=True)
+    assert len(indices) == min(total, count) and len(set(indices)) == len(indices)
+    assert indices == sorted(indices) and indices[0] == 0
+    if count > 1:
+        assert indices[-1] == total - 1
+        # evenly spaced: every gap is the ideal spacing rounded down or up
+        spacing = (total - 1) / (min(total, count) - 1)
+        assert set(np.diff(indices)) <= {int(np.floor(spacing)), int(np.ceil(spacing))}
+    assert spread_indices(10, 3, include_ends=True) == [0, 4, 9]  # 4.5 rounds half to even
+    with pytest.raises(ValueError, match="positive total and count"):
+        spread_indices(10, 0, include_ends=True)
+
+
 # -- maps ---------------------------------------------------------------------------------
 
 

@@ -113,7 +113,7 @@ def test_videos_filters_and_clips(tmp_path):
 
     from headforge.preprocess.filters import ClipThresholds
     from headforge.preprocess.pipeline import PreprocessSettings
-    from headforge.preprocess.video import run_preprocess_videos
+    from headforge.preprocess.video import read_frames, run_preprocess_videos
 
     source = tmp_path / "clips"
     source.mkdir()
@@ -124,6 +124,11 @@ def test_videos_filters_and_clips(tmp_path):
     writer.close()
     (source / "broken.mp4").write_bytes(b"\x00" * 512)
     settings = PreprocessSettings(resolution=128)
+    # Frames are picked from end to end: the first and the last frame are kept.
+    assert [number for number, _ in read_frames(source / "still.mp4", 3)] == [0, 2, 4]
+    with pytest.raises(ValueError, match="max_frames must be at least 1, got 0"):
+        run_preprocess_videos(source, tmp_path / "none", settings, max_frames=0)
+    assert not (tmp_path / "none").exists()
     summary = run_preprocess_videos(source, tmp_path / "strict", settings, max_frames=5)
     # A still face does not move its expression or jaw: the clip is dropped as static.
     assert summary["skip_reasons"] == {"static_clip": 1, "unreadable": 1}, summary

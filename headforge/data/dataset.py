@@ -57,16 +57,25 @@ from headforge.lighting import mirror_sh
 MANIFEST_NAME = "dataset.json"
 
 
-def spread_indices(total: int, count: int) -> list[int]:
-    """``min(count, total)`` distinct indices in ``0..total-1`` spread evenly over the whole range.
+def spread_indices(total: int, count: int, *, include_ends: bool = False) -> list[int]:
+    """``min(count, total)`` distinct increasing indices in ``0..total-1`` spread evenly over the whole range.
 
-    Index k is the middle of the k-th of ``count`` equal strata, so a capped
-    evaluation sees every part of a dataset (every clip of a video dataset,
-    every identity of a sorted one) instead of its first items.
+    Two conventions:
+
+    - ``include_ends=False`` (strata middles): index k is the middle of the
+      k-th of ``count`` equal strata, so a capped evaluation sees every part
+      of a dataset (every clip of a video dataset, every identity of a sorted
+      one) instead of its first items, each part equally often.
+    - ``include_ends=True`` (end to end): ``count`` evenly spaced points from
+      the first index to the last, rounded half to even, so that picking
+      frames from a video keeps its first and last frame.
     """
     if total <= 0 or count <= 0:
         raise ValueError(f"need a positive total and count, got {total} and {count}")
     count = min(count, total)
+    if include_ends:
+        # Spacing (total - 1) / (count - 1) >= 1, so the rounded points stay distinct.
+        return [int(k) for k in np.linspace(0, total - 1, count).round()]
     return [(2 * k + 1) * total // (2 * count) for k in range(count)]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from headforge.data.dataset import spread_indices
 from headforge.preprocess.align import CropBox, crop_image, landmarks_to_crop
 from headforge.preprocess.detect import HandDetector
 from headforge.preprocess.filters import ClipThresholds, clip_is_expressive, hand_covers_face, smooth_boxes
@@ -40,7 +41,7 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
 
 def read_frames(path: Path, max_frames: int, max_decoded: int = 3000) -> list[tuple[int, np.ndarray]]:
-    """Up to ``max_frames`` evenly spaced (frame number, (H, W, 3) uint8) pairs.
+    """Up to ``max_frames`` evenly spaced (frame number, (H, W, 3) uint8) pairs, first and last included.
 
     Raises:
         SkipItemError: the file does not decode.
@@ -61,8 +62,7 @@ def read_frames(path: Path, max_frames: int, max_decoded: int = 3000) -> list[tu
         raise SkipItemError("unreadable", repr(error)) from error
     if not frames:
         raise SkipItemError("unreadable", "no frames decoded")
-    picks = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
-    return [(int(k), frames[k]) for k in picks]
+    return [(k, frames[k]) for k in spread_indices(len(frames), max_frames, include_ends=True)]
 
 
 def process_clip(
@@ -136,6 +136,8 @@ def run_preprocess_videos(
     settings = settings or PreprocessSettings()
     thresholds = thresholds or ClipThresholds()
     root, out = Path(in_dir), Path(out_dir)
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     if not root.is_dir():
         raise FileNotFoundError(f"input folder {root} does not exist")
     out.mkdir(parents=True, exist_ok=True)
