@@ -31,7 +31,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -40,6 +39,7 @@ from torch import Tensor
 from headforge.data.dataset import HeadDataset, spread_indices
 from headforge.models.nerffaceshop import NeRFFaceShopGenerator, preset
 from headforge.nn.stylegan2 import SynthesisNetwork
+from headforge.training.run_log import image_grid
 
 MODES = ("generator", "unlit", "planes", "2d")
 
@@ -55,10 +55,8 @@ def dual_l1(out: dict[str, Tensor], target: Tensor) -> Tensor:
 def save_rows(path: Path, rows: list[Tensor], scale: int = 2) -> None:
     """Rows of (N, 3, H, W) images in [-1, 1] (resized to the first row's size) as one PNG."""
     size = rows[0].shape[-1]
-    rows = [F.interpolate(row.detach().float().clamp(-1, 1), size=size, mode="nearest") for row in rows]
-    grid = torch.cat(rows, dim=2)  # (N, 3, rows * H, W)
-    grid = ((grid.permute(0, 2, 3, 1) + 1) * 127.5).round().byte().cpu().numpy()
-    image = Image.fromarray(np.concatenate(list(grid), axis=1))
+    rows = [F.interpolate(row.detach().float(), size=size, mode="nearest") for row in rows]
+    image = Image.fromarray(image_grid(torch.cat(rows), grid=(rows[0].shape[0], len(rows))))
     image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path)
 
 
@@ -73,12 +71,11 @@ def fit(mode: str, args: argparse.Namespace, batch: dict[str, Tensor], out_dir: 
     config = generator.config
     z = torch.randn(count, config.z_dim, device=device)
     m = torch.zeros(count, config.motion_dim, device=device)
-    if mode == "planes":
-        with torch.no_grad():
-            start = generator(z, camera, m, sh, noise_mode="const")
     if mode in ("generator", "unlit"):
         groups = [{"params": list(generator.parameters()), "lr": args.lr}]
     elif mode == "planes":
+        with torch.no_grad():
+            start = generator(z, camera, m, sh, noise_mode="const")
         ws = start["ws"]
         albedo = torch.nn.Parameter(start["planes"].clone())
         shading = torch.nn.Parameter(start["shading_planes"].clone())
